@@ -21,6 +21,8 @@ export interface KeyLayout {
   statePort(host: string, portId: string): string;
   /** The election key of a role, e.g. `forwarder`. */
   electionKey(role: string): string;
+  /** The GPE directory of one port's MAC on one host, without trailing `/`. */
+  gpeDir(segmentationId: number | string, host: string, mac: string): string;
 }
 
 /** Builds the key layout for `prefix` (trailing slashes removed). */
@@ -31,6 +33,7 @@ export function keyLayout(prefix = '/networking-vpp'): KeyLayout {
   const secgroups = `${p}/global/secgroups`;
   const remoteGroups = `${p}/global/remote_group`;
   const election = `${p}/election`;
+  const gpe = `${p}/global/networks/gpe`;
   return {
     prefix: p,
     nodes,
@@ -46,5 +49,6 @@ export function keyLayout(prefix = '/networking-vpp'): KeyLayout {
     statePhysnet: (host, physnet) => `${state}/${host}/physnets/${physnet}`,
     statePort: (host, portId) => `${state}/${host}/ports/${portId}`,
     electionKey: (role) => `${election}/${role}`,
+    gpeDir: (segId, host, mac) => `${gpe}/${segId}/${host}/${mac}`,
   };
 }
