@@ -106,3 +106,19 @@ export function fromEtcdError(err: unknown): PortwireError {
   }
   return new EtcdRejectedError(message, { cause: err });
 }
+
+/** A managed etcd server could not be started (binary missing, died, or not ready in time). */
+export class EtcdStartError extends PortwireError {
+  override readonly code = 'ETCD_START';
+  /**
+   * @param message what went wrong
+   * @param stderrTail the last few KB of etcd's stderr, appended to the message
+   */
+  constructor(
+    message: string,
+    readonly stderrTail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(stderrTail ? `${message}\n--- etcd stderr (tail) ---\n${stderrTail}` : message, options);
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The forwarder machine provided with its implementations: the etcd election
+ * and the drain (see `drainer.ts`). A new term starts the drain from the
+ * journal's head; the first drain of a process reads etcd's txn-op limit
+ * unless it was configured.
+ */
+import { fromPromise } from 'xstate';
+import type { Logger } from 'pino';
+import { forwarderMachine, type DrainOutput } from '../machines/forwarder.ts';
+import type { Term } from '../machines/election.ts';
+import { Drainer, type DrainerDeps } from './drainer.ts';
+import { etcdElection, type ElectionDeps } from './election.ts';
+import { probeMaxTxnOps } from './etcd.ts';
+
+/** The role name of the forwarder (its election key is `election/forwarder`). */
+export const FORWARDER_ROLE = 'forwarder';
+
+/** What the forwarder needs. */
+export interface ForwarderDeps {
+  election: ElectionDeps;
+  drainer: Omit<DrainerDeps, 'log'>;
+  /** ops per txn when configured; read from the server otherwise */
+  maxTxnOps?: number;
+  log: Logger;
+  random: () => number;
+}
+
+/** Builds the forwarder machine provided with etcd, the journal and the pool. */
+export function etcdForwarder(deps: ForwarderDeps) {
+  const drainer = new Drainer({ ...deps.drainer, log: deps.log });
+  let lastToken: string | undefined;
+  let maxOps = deps.maxTxnOps;
+  const drain = fromPromise<DrainOutput, { term: Term }>(async ({ input, signal }) => {
+    if (maxOps === undefined) {
+      maxOps = await probeMaxTxnOps(deps.drainer.client, deps.drainer.limits.callTimeoutMs);
+      deps.log.info({ maxTxnOps: maxOps }, 'read txn op limit from etcd');
+    }
+    deps.drainer.limits.maxOps = maxOps;
+    if (input.term.token !== lastToken) {
+      drainer.reset();
+      lastToken = input.term.token;
+    }
+    return drainer.drain({ key: deps.election.keys.electionKey(FORWARDER_ROLE), token: input.term.token }, signal);
+  });
+  return forwarderMachine.provide({
+    actors: {
+      election: etcdElection({ ...deps.election, log: deps.log.child({ sub: 'election' }) }),
+      drain,
+    },
+    delays: {
+      backoffDelay: ({ context }) => {
+        const base = Math.min(context.backoffMaxMs, context.backoffBaseMs * 2 ** Math.max(0, context.failures - 1));
+        return Math.round(base / 2 + (deps.random() * base) / 2);
+      },
+    },
+  });
+}

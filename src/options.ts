@@ -1,0 +1,127 @@
+/**
+ * The runtime's options, their documented defaults, and the one place they
+ * are merged ({@link resolveOptions}).
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { EtcdConnectionOptions } from './etcd.ts';
+
+/** Options of `createRuntime`. Every field is optional. */
+export interface RuntimeOptions {
+  /** How to reach etcd. @default endpoints ['http://127.0.0.1:2379'], callTimeoutMs 5000 */
+  etcd?: EtcdConnectionOptions;
+  /** Key prefix shared with the agents. @default '/networking-vpp' */
+  prefix?: string;
+  /** Directory of the LMDB journal; processes sharing it share one journal. @default './.portwire' */
+  dataDir?: string;
+  /** LMDB map size in bytes; appends beyond it fail with JournalFullError. @default 2 GiB */
+  mapSize?: number;
+  /** Election lease TTL in ms (rounded up to whole seconds, at least 2 s). @default 10000 */
+  electionTtlMs?: number;
+  /** Step down when no keepalive succeeded within this many ms. @default 2/3 of the TTL */
+  renewDeadlineMs?: number;
+  /** Keepalive period in ms. @default 1/5 of the TTL */
+  keepaliveIntervalMs?: number;
+  /** Batching of the drain. */
+  batch?: {
+    /** Ops per txn. @default read from the server (etcd's --max-txn-ops) */
+    maxTxnOps?: number;
+    /** Bytes of keys and values per txn. @default 1 MiB */
+    maxTxnBytes?: number;
+    /** Largest request etcd accepts (its --max-request-bytes). @default 1.5 MiB */
+    maxRequestBytes?: number;
+    /** Journal entries per drain window. @default 8192 */
+    windowEntries?: number;
+    /** Txns in flight. @default 16 */
+    inFlight?: number;
+  };
+  /** Retry of an entry that fails for its own reasons. */
+  retry?: {
+    /** Attempts before the entry is dead-lettered. @default 6 */
+    maxAttempts?: number;
+    /** First retry delay in ms (doubles, with jitter). @default 200 */
+    baseMs?: number;
+    /** Largest retry delay in ms. @default 30000 */
+    maxMs?: number;
+  };
+  /** Idle forwarder's safety-net poll in ms. @default 1000 */
+  pollIntervalMs?: number;
+  /** Backoff while etcd is unavailable: first and largest delay in ms. @default 100 / 5000 */
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+  /** Worker threads of the pool. @default 2 */
+  poolSize?: number;
+  /** Run a forwarder in this process (processes that only append may set false). @default true */
+  forwarder?: boolean;
+  /** Directory of vhost-user sockets in VIF details. @default '/tmp' */
+  vhostUserDir?: string;
+  /** Network types this driver binds. @default ['vlan', 'flat', 'gpe'] */
+  networkTypes?: string[];
+  /**
+   * Segment check's physnet test. @default reads `state/<host>/alive` and
+   * `state/<host>/physnets/<physnet>` from etcd, as the reference does
+   */
+  physnetKnown?: (host: string, physnet: string) => boolean | Promise<boolean>;
+  /** A pino logger; roles log through child loggers of it. @default silent */
+  logger?: Logger;
+  /** Identity written in election keys. @default `<hostname>:<pid>:<random>` */
+  holderId?: string;
+  /** Clock. @default Date.now */
+  now?: () => number;
+  /** Random source for jitter. @default Math.random */
+  random?: () => number;
+}
+
+/** Options with every default applied. */
+export type ResolvedOptions = Required<
+  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd'>
+> & {
+  etcd: EtcdConnectionOptions & { endpoints: string[]; callTimeoutMs: number };
+  batch: { maxTxnOps?: number; maxTxnBytes: number; maxRequestBytes: number; windowEntries: number; inFlight: number };
+  retry: Required<NonNullable<RuntimeOptions['retry']>>;
+  physnetKnown?: RuntimeOptions['physnetKnown'];
+  logger?: Logger;
+};
+
+/** Merges `options` with the defaults. */
+export function resolveOptions(options: RuntimeOptions = {}): ResolvedOptions {
+  const ttl = Math.max(2000, Math.ceil((options.electionTtlMs ?? 10_000) / 1000) * 1000);
+  return {
+    etcd: {
+      ...options.etcd,
+      endpoints: options.etcd?.endpoints ?? ['http://127.0.0.1:2379'],
+      callTimeoutMs: options.etcd?.callTimeoutMs ?? 5000,
+    },
+    prefix: options.prefix ?? '/networking-vpp',
+    dataDir: options.dataDir ?? './.portwire',
+    mapSize: options.mapSize ?? 2 * 1024 ** 3,
+    electionTtlMs: ttl,
+    renewDeadlineMs: options.renewDeadlineMs ?? Math.floor((ttl * 2) / 3),
+    keepaliveIntervalMs: options.keepaliveIntervalMs ?? Math.floor(ttl / 5),
+    batch: {
+      maxTxnOps: options.batch?.maxTxnOps,
+      maxTxnBytes: options.batch?.maxTxnBytes ?? 1024 * 1024,
+      maxRequestBytes: options.batch?.maxRequestBytes ?? 1.5 * 1024 * 1024,
+      windowEntries: options.batch?.windowEntries ?? 8192,
+      inFlight: options.batch?.inFlight ?? 16,
+    },
+    retry: {
+      maxAttempts: options.retry?.maxAttempts ?? 6,
+      baseMs: options.retry?.baseMs ?? 200,
+      maxMs: options.retry?.maxMs ?? 30_000,
+    },
+    pollIntervalMs: options.pollIntervalMs ?? 1000,
+    backoffBaseMs: options.backoffBaseMs ?? 100,
+    backoffMaxMs: options.backoffMaxMs ?? 5000,
+    poolSize: options.poolSize ?? 2,
+    forwarder: options.forwarder ?? true,
+    vhostUserDir: options.vhostUserDir ?? '/tmp',
+    networkTypes: options.networkTypes ?? ['vlan', 'flat', 'gpe'],
+    physnetKnown: options.physnetKnown,
+    logger: options.logger,
+    holderId: options.holderId ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
+    now: options.now ?? Date.now,
+    random: options.random ?? Math.random,
+  };
+}

@@ -1,0 +1,439 @@
+/**
+ * The runtime a host process embeds: the host API (validate → decide →
+ * journal durably → kick) and the roles (supervisor → forwarder → election),
+ * started and stopped together.
+ *
+ * created ──start()──▶ running ──stop()──▶ stopped
+ */
+import { EventEmitter } from 'node:events';
+import { createActor, type Actor } from 'xstate';
+import type { Etcd3 } from 'etcd3';
+import type { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import { supervisorMachine } from '../machines/supervisor.ts';
+import type { Term } from '../machines/election.ts';
+import { createEtcdClient, deadline } from './etcd.ts';
+import { fromEtcdError, RuntimeStateError, TimeoutError } from './errors.ts';
+import { etcdForwarder, FORWARDER_ROLE } from './forwarder.ts';
+import { Journal, type DeadLetter } from './journal.ts';
+import { keyLayout, type KeyLayout } from './keys.ts';
+import { roleLogger, silentLogger } from './logger.ts';
+import {
+  bindOps,
+  bindPortDecision,
+  deletePortOps,
+  unbindOps,
+  updatePortOps,
+  vifType,
+  type MechConfig,
+} from './mech.ts';
+import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.ts';
+import { createPool } from './pool.ts';
+import type { DrainEvent } from './drainer.ts';
+import type {
+  BindDecision,
+  JournalOp,
+  PortBind,
+  PortDelete,
+  PortUnbind,
+  PortUpdate,
+  Port,
+  Segment,
+} from './types.ts';
+import {
+  validateBind,
+  validateBindDecisionArgs,
+  validateDelete,
+  validateUnbind,
+  validateUpdate,
+} from './validate.ts';
+
+/** Events a runtime emits to its host. */
+export interface RuntimeEvents {
+  /** This process became the leader of a role. */
+  leader: [{ role: string; token: string }];
+  /** This process stopped leading a role. */
+  follower: [{ role: string }];
+  /** A batch reached etcd. */
+  applied: [{ keys: number; entries: number; revision: string }];
+  /** An entry failed for its own reasons and will be retried. */
+  entryFailed: [{ key: string; attempts: number; error: string; retryInMs: number }];
+  /** An entry moved to the dead letters. */
+  deadLettered: [{ key: string; attempts: number; error: string }];
+  /** A role machine crashed (it is restarted). */
+  error: [Error];
+}
+
+/** Operations available inside {@link Runtime.transaction}. */
+export interface TransactionOps {
+  bindPort(args: PortBind): void;
+  unbindPort(args: PortUnbind): void;
+  updatePort(ctx: PortUpdate): { provisioningBlock: boolean };
+  deletePort(ctx: PortDelete): void;
+  /** Raw journal ops, for extensions that build their own keys. */
+  ops(ops: JournalOp[]): void;
+}
+
+/** What {@link Runtime.status} reports. */
+export interface RuntimeStatus {
+  running: boolean;
+  holderId: string;
+  journalDepth: number;
+  deadLetters: number;
+  roles: Record<string, { state: unknown; leader: boolean; token?: string }>;
+}
+
+/** A runtime; see {@link createRuntime}. */
+export class Runtime extends EventEmitter<RuntimeEvents> {
+  readonly options: ResolvedOptions;
+  readonly keys: KeyLayout;
+  readonly log: Logger;
+  private readonly mech: MechConfig;
+  private journal?: Journal;
+  private pool?: Piscina;
+  private client?: Etcd3;
+  private supervisor?: Actor<typeof supervisorMachine>;
+  private unwatchKick?: () => void;
+  private terms = new Map<string, Term>();
+  private state: 'created' | 'running' | 'stopping' | 'stopped' = 'created';
+
+  constructor(options: RuntimeOptions = {}) {
+    super();
+    this.options = resolveOptions(options);
+    this.keys = keyLayout(this.options.prefix);
+    this.log = (this.options.logger ?? silentLogger()).child({ holder: this.options.holderId });
+    this.mech = {
+      keys: this.keys,
+      vhostUserDir: this.options.vhostUserDir,
+      allowedNetworkTypes: this.options.networkTypes,
+    };
+  }
+
+  /** Opens the journal, the pool and etcd, and starts the roles. */
+  async start(): Promise<void> {
+    if (this.state !== 'created') throw new RuntimeStateError(`cannot start a ${this.state} runtime`);
+    const o = this.options;
+    this.journal = Journal.open(o.dataDir, { mapSize: o.mapSize, now: o.now });
+    this.client = createEtcdClient(o.etcd);
+    this.state = 'running';
+    if (!o.forwarder) return;
+    this.pool = createPool({ size: o.poolSize });
+    const log = roleLogger(this.log, FORWARDER_ROLE);
+    const forwarder = etcdForwarder({
+      log,
+      random: o.random,
+      maxTxnOps: o.batch.maxTxnOps,
+      election: {
+        client: this.client,
+        keys: this.keys,
+        holderId: o.holderId,
+        ttlMs: o.electionTtlMs,
+        keepaliveIntervalMs: o.keepaliveIntervalMs,
+        callTimeoutMs: o.etcd.callTimeoutMs,
+        log,
+        onTerm: (role, term) => this.onTerm(role, term),
+      },
+      drainer: {
+        journal: this.journal,
+        pool: this.pool,
+        client: this.client,
+        now: o.now,
+        random: o.random,
+        onEvent: (e) => this.onDrainEvent(e),
+        limits: {
+          maxOps: o.batch.maxTxnOps ?? 128,
+          maxTxnBytes: o.batch.maxTxnBytes,
+          maxRequestBytes: o.batch.maxRequestBytes,
+          windowEntries: o.batch.windowEntries,
+          inFlight: o.batch.inFlight,
+          callTimeoutMs: o.etcd.callTimeoutMs,
+          maxAttempts: o.retry.maxAttempts,
+          retryBaseMs: o.retry.baseMs,
+          retryMaxMs: o.retry.maxMs,
+        },
+      },
+    });
+    const machine = supervisorMachine.provide({ actors: { forwarder } });
+    this.supervisor = createActor(machine, {
+      input: {
+        restartBaseMs: 200,
+        restartMaxMs: 10_000,
+        forwarder: {
+          pollIntervalMs: o.pollIntervalMs,
+          backoffBaseMs: o.backoffBaseMs,
+          backoffMaxMs: o.backoffMaxMs,
+          election: {
+            role: FORWARDER_ROLE,
+            renewDeadlineMs: o.renewDeadlineMs,
+            retryMs: Math.min(1000, o.electionTtlMs / 4),
+          },
+        },
+      },
+    });
+    this.supervisor.subscribe({
+      error: (err) => {
+        this.log.error({ err }, 'supervisor crashed');
+        this.emit('error', err as Error);
+      },
+    });
+    this.supervisor.start();
+    this.unwatchKick = this.journal.onKick(() => this.supervisor?.send({ type: 'KICK' }));
+  }
+
+  /** The root actor (for the inspector and tests). */
+  get actor(): Actor<typeof supervisorMachine> | undefined {
+    return this.supervisor;
+  }
+
+  private onTerm(role: string, term: Term | undefined): void {
+    const had = this.terms.get(role);
+    if (term) {
+      this.terms.set(role, term);
+      this.emit('leader', { role, token: term.token });
+    } else if (had) {
+      this.terms.delete(role);
+      this.emit('follower', { role });
+    }
+  }
+
+  private onDrainEvent(e: DrainEvent): void {
+    const { type, ...data } = e;
+    (this.emit as (t: string, d: unknown) => boolean)(type, data);
+  }
+
+  private running(): Journal {
+    if (this.state !== 'running' || !this.journal) {
+      throw new RuntimeStateError(`runtime is ${this.state}: call start() first`);
+    }
+    return this.journal;
+  }
+
+  private async append(ops: JournalOp[]): Promise<number> {
+    const seq = await this.running().append(ops);
+    this.supervisor?.send({ type: 'KICK' });
+    return seq;
+  }
+
+  /**
+   * Journals the binding of a port on a host (the reference's `bind`): the
+   * port key and one remote-group key per security group.
+   * @throws ValidationError naming the field; nothing is journaled
+   * @returns the journal sequence number, once durable
+   */
+  async bindPort(args: PortBind): Promise<number> {
+    this.running();
+    return this.append(this.opsOfBind(validateBind(args)));
+  }
+
+  /**
+   * Journals the unbinding of a port from a host (deletes its keys).
+   * @throws ValidationError naming the field; nothing is journaled
+   */
+  async unbindPort(args: PortUnbind): Promise<number> {
+    this.running();
+    const a = validateUnbind(args);
+    return this.append(unbindOps(this.mech, a.port, a.host, a.segment ?? undefined));
+  }
+
+  /**
+   * The reference's `update_port_precommit`: unbind from a previous host,
+   * leave remote groups, bind on the current host, live migration.
+   * @returns whether the host must insert a provisioning block
+   * @throws ValidationError naming the field; nothing is journaled
+   */
+  async updatePort(ctx: PortUpdate): Promise<{ provisioningBlock: boolean; seq: number }> {
+    this.running();
+    const { ops, provisioningBlock } = updatePortOps(this.mech, validateUpdate(ctx));
+    return { provisioningBlock, seq: await this.append(ops) };
+  }
+
+  /**
+   * The reference's `delete_port_precommit`: unbind when bound.
+   * @throws ValidationError naming the field; nothing is journaled
+   */
+  async deletePort(ctx: PortDelete): Promise<number> {
+    this.running();
+    return this.append(deletePortOps(this.mech, validateDelete(ctx)));
+  }
+
+  /**
+   * The reference's `bind_port`: the first segment that passes the segment
+   * check, with VIF type and details; null when none can be bound.
+   * @throws ValidationError naming the field
+   */
+  async bindPortDecision(args: { port: Port; segments: Segment[]; host: string }): Promise<BindDecision | null> {
+    const a = validateBindDecisionArgs(args);
+    const known = new Map<string, boolean>();
+    for (const s of a.segments) {
+      if (s.physical_network && !known.has(s.physical_network)) {
+        known.set(s.physical_network, await this.physnetKnown(a.host, s.physical_network));
+      }
+    }
+    return bindPortDecision(this.mech, a.port, a.segments, a.host, (_h, p) => known.get(p) ?? false);
+  }
+
+  private async physnetKnown(host: string, physnet: string): Promise<boolean> {
+    if (this.options.physnetKnown) return this.options.physnetKnown(host, physnet);
+    if (!this.client) throw new RuntimeStateError('runtime is not started');
+    try {
+      const [alive, net] = await Promise.all([
+        this.client.kv.range({ key: Buffer.from(this.keys.stateAlive(host)) }, deadline(this.options.etcd.callTimeoutMs)),
+        this.client.kv.range(
+          { key: Buffer.from(this.keys.statePhysnet(host, physnet)) },
+          deadline(this.options.etcd.callTimeoutMs),
+        ),
+      ]);
+      return alive.kvs.length > 0 && net.kvs.length > 0;
+    } catch (err) {
+      throw fromEtcdError(err);
+    }
+  }
+
+  /**
+   * Runs `fn` to collect several operations and journals them in one LMDB
+   * transaction: all or nothing (a validation error in any of them journals none).
+   * @example
+   * await rt.transaction((tx) => { tx.unbindPort(a); tx.bindPort(b); });
+   */
+  async transaction(fn: (tx: TransactionOps) => void | Promise<void>): Promise<number> {
+    this.running();
+    const ops: JournalOp[] = [];
+    const tx: TransactionOps = {
+      bindPort: (args) => void ops.push(...this.opsOfBind(validateBind(args))),
+      unbindPort: (args) => {
+        const a = validateUnbind(args);
+        ops.push(...unbindOps(this.mech, a.port, a.host, a.segment ?? undefined));
+      },
+      updatePort: (ctx) => {
+        const r = updatePortOps(this.mech, validateUpdate(ctx));
+        ops.push(...r.ops);
+        return { provisioningBlock: r.provisioningBlock };
+      },
+      deletePort: (ctx) => void ops.push(...deletePortOps(this.mech, validateDelete(ctx))),
+      ops: (raw) => void ops.push(...raw),
+    };
+    await fn(tx);
+    return this.append(ops);
+  }
+
+  private opsOfBind(a: PortBind): JournalOp[] {
+    return bindOps(this.mech, a.port, a.segment, a.host, a.binding_type ?? vifType(a.port));
+  }
+
+  /**
+   * Resolves when every entry journaled before the call (by any process
+   * sharing the data directory) has left the journal: applied to etcd, or
+   * dead-lettered (see {@link deadLetters}).
+   * @throws TimeoutError after `timeoutMs`
+   */
+  async drained(options: { timeoutMs?: number } = {}): Promise<void> {
+    const journal = this.running();
+    const target = journal.lastSeq();
+    const timeoutMs = options.timeoutMs ?? 120_000;
+    const done = () => {
+      const first = journal.read(0, 1)[0];
+      return !first || first.seq > target;
+    };
+    if (done()) return;
+    await new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (!done()) return;
+        cleanup();
+        resolve();
+      };
+      const interval = setInterval(check, 20);
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new TimeoutError(`journal not drained within ${timeoutMs} ms (depth ${journal.depth()})`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearInterval(interval);
+        clearTimeout(timer);
+        this.off('applied', check);
+        this.off('deadLettered', check);
+      };
+      this.on('applied', check);
+      this.on('deadLettered', check);
+    });
+  }
+
+  /** Entries that kept failing, for inspection (`portwire journal dead`). */
+  deadLetters(): DeadLetter[] {
+    return this.running().deadLetters();
+  }
+
+  /** Re-queues dead letters with the keys' current desired values (`portwire journal retry`). */
+  async retryDeadLetters(ids?: number[]): Promise<number> {
+    const n = await this.running().retryDead(ids);
+    this.supervisor?.send({ type: 'KICK' });
+    return n;
+  }
+
+  /** A snapshot of the runtime's state. */
+  status(): RuntimeStatus {
+    const journal = this.journal;
+    const snap = this.supervisor?.getSnapshot();
+    const fwd = snap?.children.forwarder?.getSnapshot();
+    const term = this.terms.get(FORWARDER_ROLE);
+    return {
+      running: this.state === 'running',
+      holderId: this.options.holderId,
+      journalDepth: journal && this.state === 'running' ? journal.depth() : 0,
+      deadLetters: journal && this.state === 'running' ? journal.deadLetters().length : 0,
+      roles: {
+        [FORWARDER_ROLE]: { state: fwd?.value ?? 'off', leader: term !== undefined, token: term?.token },
+      },
+    };
+  }
+
+  /**
+   * Stops the roles (resigning leadership), then the pool, etcd client and
+   * journal. Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    if (this.state === 'created') {
+      this.state = 'stopped';
+      return;
+    }
+    this.state = 'stopping';
+    this.unwatchKick?.();
+    const sup = this.supervisor;
+    if (sup && sup.getSnapshot().status === 'active') {
+      const finished = new Promise<void>((resolve) => {
+        const sub = sup.subscribe({
+          next: (s) => {
+            if (s.status !== 'active') {
+              sub.unsubscribe();
+              resolve();
+            }
+          },
+          error: () => resolve(),
+          complete: () => resolve(),
+        });
+      });
+      sup.send({ type: 'STOP' });
+      const timer = setTimeout(() => sup.stop(), this.options.etcd.callTimeoutMs * 2);
+      await finished;
+      clearTimeout(timer);
+    }
+    sup?.stop();
+    await this.pool?.destroy();
+    this.client?.close();
+    await this.journal?.close();
+    this.state = 'stopped';
+  }
+}
+
+/**
+ * Creates a runtime. Call `start()` before the operations and `stop()` when done.
+ * @example
+ * const rt = createRuntime({ etcd: { endpoints: ['http://127.0.0.1:2379'] }, dataDir: '/var/lib/portwire' });
+ * await rt.start();
+ * await rt.bindPort({ port, segment, host: 'compute-1' });
+ * await rt.drained();
+ * await rt.stop();
+ */
+export function createRuntime(options: RuntimeOptions = {}): Runtime {
+  return new Runtime(options);
+}
