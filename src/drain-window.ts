@@ -6,9 +6,10 @@
  * limits. The result is compact columnar data (a few arrays and one buffer),
  * cheap to pass back to the main thread.
  *
- * A prefix delete is a barrier: a window stops before one, and a window that
- * starts with one holds it alone, so it is applied after everything before it
- * and before everything after it.
+ * A prefix delete supersedes the window's earlier entries under its prefix
+ * (their seqs join it); a later entry under a prefix deleted in the window
+ * ends the window, so no txn ever holds a put and a delete of the same key
+ * and every key still reaches etcd in journal order.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { StoredEntry } from './journal.ts';
@@ -71,33 +72,70 @@ interface Coalesced {
   seqs: number[];
 }
 
+/** The prefixes a key lies under: `a/b/c` → `a/`, `a/b/`. */
+export function* ancestors(key: string): Generator<string> {
+  for (let i = key.indexOf('/'); i !== -1 && i < key.length - 1; i = key.indexOf('/', i + 1)) {
+    yield key.slice(0, i + 1);
+  }
+}
+
 /** Reads, coalesces, encodes and batches one window. See the module comment. */
 export default function drainWindow(task: DrainWindowTask): DrainWindow {
   const db = entriesDb(task.path);
   const byKey = new Map<string, Coalesced>();
+  const prefixes = new Map<string, Coalesced>();
+  /** keys of the window under each ancestor prefix, to find what a prefix delete supersedes */
+  const under = new Map<string, Set<string>>();
   let lastSeq = task.afterSeq;
   let entries = 0;
-  let barrier = false;
+  const coveredByPrefix = (key: string): boolean => {
+    if (prefixes.size === 0) return false;
+    for (const a of ancestors(key)) if (prefixes.has(a)) return true;
+    return false;
+  };
   for (const { key: seq, value: entry } of db.getRange({
     start: task.afterSeq + 1,
     limit: task.maxEntries,
     snapshot: false,
   })) {
     if (entry.p === 1) {
-      if (entries > 0) break;
-      barrier = true;
+      if (coveredByPrefix(entry.k)) break;
+      const c = prefixes.get(entry.k) ?? { entry, seqs: [] };
+      c.entry = entry;
+      c.seqs.push(seq);
+      for (const k of under.get(entry.k) ?? []) {
+        const sup = byKey.get(k) ?? prefixes.get(k);
+        if (!sup) continue;
+        c.seqs.push(...sup.seqs);
+        byKey.delete(k);
+        prefixes.delete(k);
+      }
+      under.delete(entry.k);
+      prefixes.set(entry.k, c);
+      for (const a of ancestors(entry.k)) {
+        let set = under.get(a);
+        if (!set) under.set(a, (set = new Set()));
+        set.add(entry.k);
+      }
+    } else {
+      if (coveredByPrefix(entry.k)) break;
+      const c = byKey.get(entry.k);
+      if (c) {
+        c.entry = entry;
+        c.seqs.push(seq);
+      } else {
+        byKey.set(entry.k, { entry, seqs: [seq] });
+        for (const a of ancestors(entry.k)) {
+          let set = under.get(a);
+          if (!set) under.set(a, (set = new Set()));
+          set.add(entry.k);
+        }
+      }
     }
     lastSeq = seq;
     entries++;
-    const c = byKey.get(entry.k);
-    if (c) {
-      c.entry = entry;
-      c.seqs.push(seq);
-    } else {
-      byKey.set(entry.k, { entry, seqs: [seq] });
-    }
-    if (barrier) break;
   }
+  for (const [k, c] of prefixes) byKey.set(`\0${k}`, c);
   return encode(byKey, lastSeq, entries, task);
 }
 
@@ -116,9 +154,9 @@ function encode(
   let seqTotal = 0;
   let valueTotal = 0;
   let i = 0;
-  for (const [key, c] of byKey) {
-    keys[i] = key;
+  for (const c of byKey.values()) {
     const { entry } = c;
+    keys[i] = entry.k;
     if (entry.p === 1) flags[i] = OP_DELETE_PREFIX;
     else if (entry.v === null || entry.v === undefined) flags[i] = OP_DELETE;
     else {

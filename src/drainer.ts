@@ -22,6 +22,7 @@ import { EtcdRejectedError, PortwireError } from './errors.ts';
 import { fencedTxn, prefixEnd, type Fence } from './etcd.ts';
 import type { Journal } from './journal.ts';
 import {
+  ancestors,
   OP_DELETE,
   OP_DELETE_PREFIX,
   OP_OVERSIZE,
@@ -137,6 +138,9 @@ class DrainRun {
   private error: unknown;
   private readonly inflight = new Set<Promise<void>>();
   private readonly locks = new Map<string, Promise<void>>();
+  private readonly prefixLocks = new Map<string, Promise<void>>();
+  /** in-flight batches holding a key under each ancestor prefix */
+  private readonly under = new Map<string, Set<Promise<void>>>();
 
   constructor(
     private readonly deps: DrainerDeps,
@@ -173,7 +177,7 @@ class DrainRun {
       afterSeq,
       maxEntries: limits.windowEntries,
       maxOps: limits.maxOps,
-      maxBytes: limits.maxTxnBytes,
+      maxBytes: Math.min(limits.maxTxnBytes, limits.maxRequestBytes - 1024),
       maxOpBytes: limits.maxRequestBytes - 512,
     };
     return (await pool.run(task)) as DrainWindow;
@@ -199,10 +203,6 @@ class DrainRun {
         if (op) ops.push(op);
       }
       if (ops.length === 0) continue;
-      if (ops[0].flag === OP_DELETE_PREFIX) {
-        await Promise.all(this.inflight);
-        this.absorbDeferredUnder(ops[0]);
-      }
       const oversize = ops.filter((o) => o.flag & OP_OVERSIZE);
       const normal = oversize.length ? ops.filter((o) => !(o.flag & OP_OVERSIZE)) : ops;
       if (normal.length) await this.submit(normal);
@@ -217,6 +217,7 @@ class DrainRun {
     const flag = w.flags[i];
     const op: Op = { key, flag, seqs };
     if ((flag & 3) === 0) op.value = Buffer.from(w.values.subarray(w.valueOffsets[i], w.valueOffsets[i + 1]));
+    if ((flag & 3) === OP_DELETE_PREFIX) this.absorbDeferredUnder(op);
     const d = this.deferred.get(key);
     if (d) {
       const newest = Math.max(...d.op.seqs);
@@ -238,20 +239,68 @@ class DrainRun {
 
   /** Sends one batch once its keys are free and a slot is available. */
   private async submit(ops: Op[]): Promise<void> {
-    const waits: Promise<void>[] = [];
-    for (const op of ops) {
-      const lock = this.locks.get(op.key);
-      if (lock) waits.push(lock);
-    }
-    if (waits.length) await Promise.all(waits);
+    const waits = this.conflicts(ops);
+    if (waits.size) await Promise.all(waits);
     while (this.inflight.size >= this.deps.limits.inFlight) await Promise.race(this.inflight);
     if (this.stopped()) return;
     const p = this.send(ops).finally(() => {
       this.inflight.delete(p);
-      for (const op of ops) if (this.locks.get(op.key) === p) this.locks.delete(op.key);
+      for (const op of ops) this.unlock(op, p);
     });
     this.inflight.add(p);
-    for (const op of ops) this.locks.set(op.key, p);
+    for (const op of ops) this.lock(op, p);
+  }
+
+  private lock(op: Op, p: Promise<void>): void {
+    if ((op.flag & 3) === OP_DELETE_PREFIX) {
+      this.prefixLocks.set(op.key, p);
+      return;
+    }
+    this.locks.set(op.key, p);
+    for (const a of ancestors(op.key)) {
+      let set = this.under.get(a);
+      if (!set) this.under.set(a, (set = new Set()));
+      set.add(p);
+    }
+  }
+
+  private unlock(op: Op, p: Promise<void>): void {
+    if ((op.flag & 3) === OP_DELETE_PREFIX) {
+      if (this.prefixLocks.get(op.key) === p) this.prefixLocks.delete(op.key);
+      return;
+    }
+    if (this.locks.get(op.key) === p) this.locks.delete(op.key);
+    for (const a of ancestors(op.key)) {
+      const set = this.under.get(a);
+      set?.delete(p);
+      if (set?.size === 0) this.under.delete(a);
+    }
+  }
+
+  /**
+   * In-flight batches `ops` must follow: those holding one of its keys, a
+   * prefix delete covering one of them, or (for a prefix delete) any key under it.
+   */
+  private conflicts(ops: Op[]): Set<Promise<void>> {
+    const waits = new Set<Promise<void>>();
+    const prefixes = this.prefixLocks.size > 0;
+    for (const op of ops) {
+      if ((op.flag & 3) === OP_DELETE_PREFIX) {
+        for (const p of this.under.get(op.key) ?? []) waits.add(p);
+        const same = this.prefixLocks.get(op.key);
+        if (same) waits.add(same);
+      } else {
+        const lock = this.locks.get(op.key);
+        if (lock) waits.add(lock);
+      }
+      if (prefixes) {
+        for (const a of ancestors(op.key)) {
+          const p = this.prefixLocks.get(a);
+          if (p) waits.add(p);
+        }
+      }
+    }
+    return waits;
   }
 
   private async send(ops: Op[]): Promise<void> {

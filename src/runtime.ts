@@ -70,8 +70,6 @@ export interface TransactionOps {
   unbindPort(args: PortUnbind): void;
   updatePort(ctx: PortUpdate): { provisioningBlock: boolean };
   deletePort(ctx: PortDelete): void;
-  /** Raw journal ops, for extensions that build their own keys. */
-  ops(ops: JournalOp[]): void;
 }
 
 /** What {@link Runtime.status} reports. */
@@ -95,6 +93,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   private supervisor?: Actor<typeof supervisorMachine>;
   private unwatchKick?: () => void;
   private terms = new Map<string, Term>();
+  private kickPending = false;
   private state: 'created' | 'running' | 'stopping' | 'stopped' = 'created';
 
   constructor(options: RuntimeOptions = {}) {
@@ -177,7 +176,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       },
     });
     this.supervisor.start();
-    this.unwatchKick = this.journal.onKick(() => this.supervisor?.send({ type: 'KICK' }));
+    this.unwatchKick = this.journal.onKick(() => this.kick());
   }
 
   /** The root actor (for the inspector and tests). */
@@ -210,8 +209,18 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 
   private async append(ops: JournalOp[]): Promise<number> {
     const seq = await this.running().append(ops);
-    this.supervisor?.send({ type: 'KICK' });
+    this.kick();
     return seq;
+  }
+
+  /** Wakes the local forwarder, at most once per event-loop turn. */
+  private kick(): void {
+    if (this.kickPending) return;
+    this.kickPending = true;
+    setImmediate(() => {
+      this.kickPending = false;
+      this.supervisor?.send({ type: 'KICK' });
+    });
   }
 
   /**
@@ -310,7 +319,6 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         return { provisioningBlock: r.provisioningBlock };
       },
       deletePort: (ctx) => void ops.push(...deletePortOps(this.mech, validateDelete(ctx))),
-      ops: (raw) => void ops.push(...raw),
     };
     await fn(tx);
     return this.append(ops);
@@ -365,7 +373,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   /** Re-queues dead letters with the keys' current desired values (`portwire journal retry`). */
   async retryDeadLetters(ids?: number[]): Promise<number> {
     const n = await this.running().retryDead(ids);
-    this.supervisor?.send({ type: 'KICK' });
+    this.kick();
     return n;
   }
 

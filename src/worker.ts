@@ -7,12 +7,14 @@
  */
 import type { PoolTask } from './pool.ts';
 import drainWindow from './drain-window.ts';
+import translateGroups from './translate-task.ts';
 
 type Handler = (task: any) => unknown;
 
 const tasks: Record<string, Handler> = {
   echo: (task: PoolTask) => task,
   drainWindow,
+  translateGroups,
 };
 
 export default function run(task: PoolTask): unknown {

@@ -1,0 +1,474 @@
+/**
+ * The `drain` scenario (issue 2): in one run, on one private etcd,
+ *
+ *  (a) raw etcd: 128-op put txns (no compare) with the project's own client
+ *      (`createEtcdClient`), 4 and 16 in flight — the physical limit;
+ *  (b) portwire: N port binds journaled through `rt.bindPort` with 1,000 calls
+ *      in flight (a sliding window), then drained into etcd by the forwarder;
+ *      the result is read back with an independent client;
+ *  (c) the reference's strategy: one put per entry, awaited one at a time.
+ *
+ * (a) runs again after (b) and (c); the ratio uses the higher of the two, so
+ * a slower etcd late in the run (a bigger database) cannot flatter the drain.
+ * Keys and values have the same shape everywhere: the real
+ * `nodes/<host>/ports/<port>` binding of a port with one fixed IP (~370 bytes
+ * of JSON). Every part writes under its own fresh prefix.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { isDeepStrictEqual } from 'node:util';
+import { Etcd3, type IRequestOp } from 'etcd3';
+import { pino } from 'pino';
+import { createEtcdClient, deadline, prefixEnd } from '../src/etcd.ts';
+import { keyLayout } from '../src/keys.ts';
+import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
+import { bindingValue, vifType } from '../src/mech.ts';
+import { createRuntime, type Runtime } from '../src/runtime.ts';
+import type { Port, PortBind, Segment } from '../src/types.ts';
+import type { ScenarioReport, TargetCheck } from './index.ts';
+
+/** Options of {@link runDrain}. */
+export interface DrainBenchOptions {
+  /** Port binds journaled and drained in (b). @default 100000 (20000 with `quick`) */
+  ports?: number;
+  /** A smaller run for a smoke test. @default false */
+  quick?: boolean;
+  /** Keys per raw run in (a). @default 200000 (40000 with `quick`) */
+  rawKeys?: number;
+  /** Keys written one at a time in (c). @default 5000 (2000 with `quick`) */
+  referenceKeys?: number;
+  /** API calls in flight while journaling. @default 1000 */
+  callsInFlight?: number;
+}
+
+const OPS_PER_TXN = 128;
+const HOSTS = 20;
+const CALL_TIMEOUT_MS = 5000;
+
+// ---------------------------------------------------------------- the data
+
+const hex = (n: number, width: number): string => (n >>> 0).toString(16).padStart(width, '0').slice(-width);
+
+/** A deterministic UUID-shaped id: `tag` tells the kinds apart. */
+function uuid(tag: number, i: number): string {
+  const h = Math.imul(i + 1, 2654435761);
+  return `${hex(h, 8)}-${hex(tag, 4)}-4${hex(i >>> 12, 3)}-a${hex(i, 3)}-${hex(i, 12)}`;
+}
+
+/** The i-th port bind of the benchmark: one fixed IPv4, no security group (one key per bind). */
+function bindArgs(i: number): PortBind {
+  const port: Port = {
+    id: uuid(1, i),
+    mac_address: `fa:16:3e:${hex(i >>> 16, 2)}:${hex(i >>> 8, 2)}:${hex(i, 2)}`,
+    device_owner: 'compute:nova',
+    device_id: uuid(2, i),
+    fixed_ips: [{ subnet_id: uuid(3, i % 64), ip_address: `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}` }],
+    allowed_address_pairs: [],
+    security_groups: [],
+    port_security_enabled: true,
+  };
+  const segment: Segment = {
+    id: uuid(4, i % 1000),
+    network_type: 'vlan',
+    physical_network: 'physnet1',
+    segmentation_id: 100 + (i % 1000),
+  };
+  return { port, segment, host: `compute-${String(i % HOSTS).padStart(3, '0')}` };
+}
+
+/** The key and value portwire writes for bind `i` under `prefix`. */
+function keyValue(prefix: string, i: number): { key: string; value: unknown } {
+  const a = bindArgs(i);
+  return {
+    key: keyLayout(prefix).port(a.host, a.port.id),
+    value: bindingValue(a.port, a.segment, vifType(a.port)),
+  };
+}
+
+/** Encoded keys and values for `n` binds (built before any clock starts). */
+function encoded(prefix: string, n: number): { keys: Buffer[]; values: Buffer[] } {
+  const keys: Buffer[] = new Array(n);
+  const values: Buffer[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const kv = keyValue(prefix, i);
+    keys[i] = Buffer.from(kv.key);
+    values[i] = Buffer.from(JSON.stringify(kv.value));
+  }
+  return { keys, values };
+}
+
+// ---------------------------------------------------------------- helpers
+
+/** Runs `n` tasks with at most `width` running at once (a sliding window, not waves). */
+async function slidingWindow(n: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < n) await task(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, n) }, lane));
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+const rate = (n: number, ms: number): number => Math.round(n / (ms / 1000));
+const fmt = (n: number, digits = 0): string =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : String(n);
+
+/** Formats rows as an aligned text table (first row is the header). */
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  const line = (r: string[]): string =>
+    r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
+  const sep = widths.map((w) => '-'.repeat(w)).join('  ');
+  return [line(rows[0]), sep, ...rows.slice(1).map(line)].join('\n');
+}
+
+/**
+ * Reads every key under `prefix` (but those starting with `ignore`) in pages
+ * at one revision, and compares keys and values with `expected`.
+ */
+async function verify(
+  client: Etcd3,
+  prefix: string,
+  expected: Map<string, unknown>,
+  ignore: string,
+): Promise<{ keys: number; missing: number; unexpected: number; wrong: number }> {
+  const end = prefixEnd(Buffer.from(prefix));
+  let start = Buffer.from(prefix);
+  let revision = '0';
+  let keys = 0;
+  let unexpected = 0;
+  let wrong = 0;
+  const seen = new Set<string>();
+  for (;;) {
+    const res = await client.kv.range({ key: start, range_end: end, limit: 5000, revision }, deadline(30_000));
+    if (revision === '0') revision = res.header.revision;
+    for (const kv of res.kvs) {
+      const key = kv.key.toString();
+      if (key.startsWith(ignore)) continue;
+      keys++;
+      seen.add(key);
+      if (!expected.has(key)) unexpected++;
+      else if (!isDeepStrictEqual(JSON.parse(kv.value.toString()), expected.get(key))) wrong++;
+    }
+    if (!res.more || res.kvs.length === 0) break;
+    start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
+  }
+  let missing = 0;
+  for (const k of expected.keys()) if (!seen.has(k)) missing++;
+  return { keys, missing, unexpected, wrong };
+}
+
+// ---------------------------------------------------------------- (a) and (c)
+
+/** (a): `n` distinct keys as 128-op put txns, `inFlight` txns at a time. */
+async function rawTxns(client: Etcd3, prefix: string, n: number, inFlight: number): Promise<{ keys: number; ms: number; keysPerSec: number }> {
+  const { keys, values } = encoded(prefix, n);
+  const txns = Math.ceil(n / OPS_PER_TXN);
+  const t0 = performance.now();
+  await slidingWindow(txns, inFlight, async (t) => {
+    const ops: IRequestOp[] = [];
+    for (let i = t * OPS_PER_TXN; i < Math.min(n, (t + 1) * OPS_PER_TXN); i++) {
+      ops.push({ request_put: { key: keys[i], value: values[i] } });
+    }
+    await client.kv.txn({ compare: [], success: ops, failure: [] }, deadline(CALL_TIMEOUT_MS));
+  });
+  const ms = performance.now() - t0;
+  return { keys: n, ms, keysPerSec: rate(n, ms) };
+}
+
+/** (c): the reference's strategy, one put per entry awaited one at a time. */
+async function onePutAtATime(client: Etcd3, prefix: string, n: number): Promise<{ keys: number; ms: number; keysPerSec: number }> {
+  const { keys, values } = encoded(prefix, n);
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    await client.kv.put({ key: keys[i], value: values[i] }, deadline(CALL_TIMEOUT_MS));
+  }
+  const ms = performance.now() - t0;
+  return { keys: n, ms, keysPerSec: rate(n, ms) };
+}
+
+// ---------------------------------------------------------------- (b)
+
+interface PortwireFigures {
+  ports: number;
+  callsInFlight: number;
+  journal: { ms: number; opsPerSec: number; p50Ms: number; p99Ms: number; maxMs: number; depth: number };
+  drain: {
+    /** From the forwarder's `leader` event (its drain starts) to `drained()`. */
+    ms: number;
+    keysPerSec: number;
+    /** From `start()` of the draining runtime (pool threads, election) to `drained()`. */
+    msFromStart: number;
+    keysPerSecFromStart: number;
+    startToLeaderMs: number;
+    leaderToFirstAppliedMs: number;
+    appliedEvents: number;
+    appliedKeys: number;
+    eventLoopDelayMs: { p50: number; p99: number; max: number };
+    /** The same monitor for 1 s with this process idle just before: the machine's own noise. */
+    idleEventLoopDelayMs: { p50: number; p99: number; max: number };
+  };
+  verify: { keys: number; missing: number; unexpected: number; wrong: number; ok: boolean };
+}
+
+/**
+ * (b). Two runtimes on one data directory, as the design's "processes that
+ * only append" and the forwarder. The first has `forwarder: false`: the API
+ * path is the production one (validate → decide → LMDB txn → fsync), and no
+ * drain competes with the appends, so the journal figure is appends alone. It
+ * is stopped; a second runtime then opens the same directory with the
+ * forwarder on, is elected and drains the 100,000 waiting entries — the same
+ * backlog a forwarder finds after a failover or an etcd outage. This is
+ * cleaner than journaling against an unreachable etcd, where the forwarder
+ * would sit in backoff and the drain start would depend on a backoff timer.
+ * The drain is timed from the `leader` event (the drain begins right after
+ * it) to `drained()`; the time from `start()` (pool threads, election) is
+ * reported beside it.
+ */
+async function portwire(
+  etcd: ManagedEtcd,
+  prefix: string,
+  dataDir: string,
+  n: number,
+  callsInFlight: number,
+  track: (rt: Runtime) => void,
+): Promise<PortwireFigures> {
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  const common = { etcd: { endpoints: etcd.endpoints }, prefix, dataDir, logger };
+
+  const writer = createRuntime({ ...common, forwarder: false });
+  track(writer);
+  await writer.start();
+  const args = Array.from({ length: n }, (_, i) => bindArgs(i));
+  const latency = new Float64Array(n);
+  const j0 = performance.now();
+  await slidingWindow(n, callsInFlight, async (i) => {
+    const t = performance.now();
+    await writer.bindPort(args[i]);
+    latency[i] = performance.now() - t;
+  });
+  const journalMs = performance.now() - j0;
+  const depth = writer.status().journalDepth;
+  await writer.stop();
+  latency.sort();
+
+  const ms1 = (x: number): number => Math.round(x / 1e4) / 100;
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  eld.enable();
+  await new Promise((r) => setTimeout(r, 1000));
+  const idle = { p50: ms1(eld.percentile(50)), p99: ms1(eld.percentile(99)), max: ms1(eld.max) };
+  eld.reset();
+
+  const drainer = createRuntime({ ...common, forwarder: true });
+  track(drainer);
+  let tLeader = NaN;
+  let tFirstApplied = NaN;
+  let appliedEvents = 0;
+  let appliedKeys = 0;
+  drainer.on('leader', () => {
+    if (Number.isNaN(tLeader)) {
+      tLeader = performance.now();
+      eld.reset();
+    }
+  });
+  drainer.on('applied', (e) => {
+    if (Number.isNaN(tFirstApplied)) tFirstApplied = performance.now();
+    appliedEvents++;
+    appliedKeys += e.keys;
+  });
+  const s0 = performance.now();
+  await drainer.start();
+  await drainer.drained({ timeoutMs: 600_000 });
+  const tDrained = performance.now();
+  eld.disable();
+  const status = drainer.status();
+  await drainer.stop();
+  if (status.deadLetters > 0) throw new Error(`${status.deadLetters} entries were dead-lettered`);
+
+  const expected = new Map<string, unknown>();
+  for (let i = 0; i < n; i++) {
+    const kv = keyValue(prefix, i);
+    expected.set(kv.key, kv.value);
+  }
+  // An independent client: plain etcd3, not the project's settings.
+  const reader = new Etcd3({ hosts: etcd.endpoints.map((e) => e.replace(/^https?:\/\//, '')), grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 } });
+  let v;
+  try {
+    // Everything under the prefix but the election key (released on stop anyway).
+    v = await verify(reader, `${prefix}/`, expected, `${keyLayout(prefix).election}/`);
+  } finally {
+    reader.close();
+  }
+
+  const ms = tDrained - tLeader;
+  const msFromStart = tDrained - s0;
+  return {
+    ports: n,
+    callsInFlight,
+    journal: {
+      ms: journalMs,
+      opsPerSec: rate(n, journalMs),
+      p50Ms: percentile(latency, 50),
+      p99Ms: percentile(latency, 99),
+      maxMs: latency[n - 1],
+      depth,
+    },
+    drain: {
+      ms,
+      keysPerSec: rate(n, ms),
+      msFromStart,
+      keysPerSecFromStart: rate(n, msFromStart),
+      startToLeaderMs: tLeader - s0,
+      leaderToFirstAppliedMs: tFirstApplied - tLeader,
+      appliedEvents,
+      appliedKeys,
+      eventLoopDelayMs: { p50: ms1(eld.percentile(50)), p99: ms1(eld.percentile(99)), max: ms1(eld.max) },
+      idleEventLoopDelayMs: idle,
+    },
+    verify: { ...v, ok: v.keys === n && v.missing === 0 && v.unexpected === 0 && v.wrong === 0 },
+  };
+}
+
+// ---------------------------------------------------------------- the scenario
+
+/**
+ * Runs the drain benchmark, prints its table and returns its figures.
+ * Starts (and always stops) a private etcd; removes its temp directories.
+ * @throws when etcd cannot start, or etcd does not hold exactly what was journaled
+ */
+export async function runDrain(options: DrainBenchOptions = {}): Promise<ScenarioReport> {
+  const quick = options.quick ?? false;
+  const n = options.ports ?? (quick ? 20_000 : 100_000);
+  const rawKeys = options.rawKeys ?? (quick ? 40_000 : 200_000);
+  const refKeys = options.referenceKeys ?? (quick ? 2_000 : 5_000);
+  const callsInFlight = options.callsInFlight ?? 1000;
+  const run = `/bench-drain-${Date.now().toString(36)}`;
+
+  const dirs: string[] = [];
+  const runtimes: Runtime[] = [];
+  const removeDirs = (): void => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  };
+  // On Ctrl-C: remove the temp dirs, then exit (the managed etcd kills its child on exit).
+  const onSignal = (): void => {
+    removeDirs();
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  let etcd: ManagedEtcd | undefined;
+  let client: Etcd3 | undefined;
+  const step = (s: string): void => void process.stderr.write(`drain: ${s}\n`);
+  const load = (): number[] => loadavg().map((l) => Math.round(l * 100) / 100);
+  const loadBefore = load();
+  try {
+    step('starting etcd');
+    etcd = await startManagedEtcd({ fastElection: true });
+    client = createEtcdClient({ endpoints: etcd.endpoints, callTimeoutMs: CALL_TIMEOUT_MS });
+    // Warm-up (connection, JIT); not measured.
+    await rawTxns(client, `${run}/warmup`, 10 * OPS_PER_TXN * 16, 16);
+
+    step(`(a) raw txns: ${fmt(rawKeys)} keys, 4 in flight`);
+    const raw4 = await rawTxns(client, `${run}/raw4`, rawKeys, 4);
+    step(`(a) raw txns: ${fmt(rawKeys)} keys, 16 in flight`);
+    const raw16 = await rawTxns(client, `${run}/raw16`, rawKeys, 16);
+
+    step(`(b) portwire: ${fmt(n)} binds journaled, then drained`);
+    const dataDir = mkdtempSync(join(tmpdir(), 'portwire-bench-drain-'));
+    dirs.push(dataDir);
+    const pw = await portwire(etcd, `${run}/portwire`, dataDir, n, callsInFlight, (rt) => runtimes.push(rt));
+    if (!pw.verify.ok) {
+      throw new Error(`etcd does not hold exactly the ${n} keys: ${JSON.stringify(pw.verify)}`);
+    }
+
+    step(`(c) reference strategy: ${fmt(refKeys)} puts, one at a time`);
+    const ref = await onePutAtATime(client, `${run}/reference`, refKeys);
+    step(`(a) raw txns again: ${fmt(rawKeys)} keys, 16 in flight`);
+    const raw16b = await rawTxns(client, `${run}/raw16-again`, rawKeys, 16);
+
+    const raw16best = Math.max(raw16.keysPerSec, raw16b.keysPerSec);
+    const vsRaw = pw.drain.keysPerSec / raw16best;
+    const vsRef = pw.drain.keysPerSec / ref.keysPerSec;
+    const targets: TargetCheck[] = [
+      { name: 'drain / raw (a) @16', value: vsRaw, target: '>= 0.8', pass: vsRaw >= 0.8 },
+      { name: 'drain / reference (c)', value: vsRef, target: '>= 30', pass: vsRef >= 30 },
+      { name: 'journal appends, ops/s', value: pw.journal.opsPerSec, target: '>= 50,000', pass: pw.journal.opsPerSec >= 50_000 },
+      { name: 'event-loop delay p99 while draining, ms', value: pw.drain.eventLoopDelayMs.p99, target: '< 20', pass: pw.drain.eventLoopDelayMs.p99 < 20 },
+    ];
+
+    const rows = [
+      ['measure', 'keys', 'time s', 'keys/s or ops/s', 'notes'],
+      ['(a) raw 128-op txns, 4 in flight', fmt(raw4.keys), fmt(raw4.ms / 1000, 2), fmt(raw4.keysPerSec), ''],
+      ['(a) raw 128-op txns, 16 in flight', fmt(raw16.keys), fmt(raw16.ms / 1000, 2), fmt(raw16.keysPerSec), ''],
+      ['(a) same, again after (b) and (c)', fmt(raw16b.keys), fmt(raw16b.ms / 1000, 2), fmt(raw16b.keysPerSec), 'ratio uses the higher'],
+      [
+        `(b) journal (bindPort, ${callsInFlight} in flight)`,
+        fmt(n),
+        fmt(pw.journal.ms / 1000, 2),
+        fmt(pw.journal.opsPerSec),
+        `p50 ${fmt(pw.journal.p50Ms, 1)} ms, p99 ${fmt(pw.journal.p99Ms, 1)} ms, max ${fmt(pw.journal.maxMs, 1)} ms`,
+      ],
+      [
+        '(b) drain (leader → drained)',
+        fmt(n),
+        fmt(pw.drain.ms / 1000, 2),
+        fmt(pw.drain.keysPerSec),
+        `event loop p50 ${fmt(pw.drain.eventLoopDelayMs.p50, 1)} / p99 ${fmt(pw.drain.eventLoopDelayMs.p99, 1)} / max ${fmt(pw.drain.eventLoopDelayMs.max, 1)} ms`,
+      ],
+      [
+        '(b) drain incl. start (start → drained)',
+        fmt(n),
+        fmt(pw.drain.msFromStart / 1000, 2),
+        fmt(pw.drain.keysPerSecFromStart),
+        `start→leader ${fmt(pw.drain.startToLeaderMs)} ms, leader→1st txn ${fmt(pw.drain.leaderToFirstAppliedMs)} ms`,
+      ],
+      ['(c) reference: 1 put, awaited 1 at a time', fmt(ref.keys), fmt(ref.ms / 1000, 2), fmt(ref.keysPerSec), ''],
+    ];
+    rows.push([
+      '    event loop, this process idle (1 s before)',
+      '',
+      '',
+      '',
+      `p50 ${fmt(pw.drain.idleEventLoopDelayMs.p50, 1)} / p99 ${fmt(pw.drain.idleEventLoopDelayMs.p99, 1)} / max ${fmt(pw.drain.idleEventLoopDelayMs.max, 1)} ms`,
+    ]);
+    const loadAfter = load();
+    console.log(formatTable(rows));
+    console.log(`load average (1/5/15 min) before ${loadBefore.join(' / ')}, after ${loadAfter.join(' / ')} on ${cpus().length} cpus`);
+    console.log(
+      `verified with an independent client: ${fmt(pw.verify.keys)} keys, ${pw.verify.missing} missing, ` +
+        `${pw.verify.unexpected} unexpected, ${pw.verify.wrong} wrong values; ${pw.drain.appliedEvents} txns applied`,
+    );
+    console.log();
+    console.log(
+      formatTable([
+        ['target', 'value', 'target', ''],
+        ...targets.map((t) => [t.name, fmt(t.value, t.value < 100 ? 2 : 0), t.target, t.pass ? 'PASS' : 'FAIL']),
+      ]),
+    );
+
+    return {
+      params: { ports: n, rawKeys, referenceKeys: refKeys, callsInFlight, opsPerTxn: OPS_PER_TXN, quick, etcdFastElection: true },
+      figures: {
+        raw: { inFlight4: raw4, inFlight16: raw16, inFlight16Again: raw16b },
+        portwire: pw,
+        reference: ref,
+        loadAverage: { before: loadBefore, after: loadAfter },
+      },
+      targets,
+    };
+  } finally {
+    for (const rt of runtimes) await rt.stop().catch(() => undefined);
+    client?.close();
+    await etcd?.stop();
+    removeDirs();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * The `portwire` operator CLI. One table ({@link COMMANDS}) names every
+ * command, its options and its handler; `main` finds the command, parses its
+ * flags with `util.parseArgs` and maps failures to exit codes:
+ * 0 success, 1 a portwire error (message printed), 2 a usage error.
+ *
+ * Run as `portwire <command>` (src/bin.mjs) or `tsx src/cli.ts <command>`.
+ */
+import { existsSync, realpathSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { DEMO_DEFAULTS, DEMO_MAX_PORTS, runDemo } from './demo.ts';
+import { PortwireError } from './errors.ts';
+import { Journal, JOURNAL_FILE, type DeadLetter } from './journal.ts';
+import { resolveOptions } from './options.ts';
+
+/** Where a command writes. */
+export interface CliIo {
+  stdout: { write(s: string): boolean };
+  stderr: { write(s: string): boolean };
+}
+
+/** One flag of a command, as `util.parseArgs` takes it, plus its help text. */
+interface Flag {
+  type: 'string' | 'boolean';
+  short?: string;
+  /** Placeholder shown in help, e.g. `N`. */
+  arg?: string;
+  help: string;
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** A command of the table. */
+interface Command {
+  /** One line for the command list. */
+  summary: string;
+  /** Positional arguments in the usage line, e.g. `[ID...]`; none accepted when absent. */
+  positionals?: string;
+  flags: Record<string, Flag>;
+  run(values: Values, positionals: string[], io: CliIo): Promise<number>;
+}
+
+/** A wrong command line: printed with a hint, exit code 2. */
+export class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command?: string,
+  ) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+const dataDirFlag: Flag = {
+  type: 'string',
+  arg: 'D',
+  help: `journal directory (default ${resolveOptions().dataDir})`,
+};
+
+function int(values: Values, name: string, dflt: number, min: number, max: number): number {
+  const raw = values[name];
+  if (raw === undefined) return dflt;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || !/^\d+$/.test(raw) || n < min || n > max) {
+    throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got '${String(raw)}'`);
+  }
+  return n;
+}
+
+function str(values: Values, name: string): string | undefined {
+  const v = values[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Opens the journal of `--data-dir` without creating one, runs `fn`, closes it. */
+async function withJournal<T>(values: Values, fn: (j: Journal) => Promise<T> | T): Promise<T> {
+  const dir = resolve(str(values, 'data-dir') ?? resolveOptions().dataDir);
+  if (!existsSync(join(dir, JOURNAL_FILE))) {
+    throw new PortwireError(`no journal in ${dir} (see --data-dir)`);
+  }
+  const journal = Journal.open(dir);
+  try {
+    return await fn(journal);
+  } finally {
+    await journal.close();
+  }
+}
+
+function formatDead(letters: DeadLetter[]): string {
+  const rows = letters.map((d) => [String(d.id), String(d.attempts), new Date(d.at).toISOString(), d.key, d.error]);
+  const head = ['ID', 'ATTEMPTS', 'TIME', 'KEY', 'ERROR'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n');
+}
+
+function deadJson(d: DeadLetter): object {
+  const valueBytes = d.value === null ? 0 : Buffer.byteLength(JSON.stringify(d.value));
+  const { value: _value, ...rest } = d;
+  return { ...rest, time: new Date(d.at).toISOString(), valueBytes };
+}
+
+/**
+ * Every command. Later issues add theirs here (e.g. `agents`, `resync`,
+ * `machines export`): a key of one or two words, flags, and a handler.
+ */
+export const COMMANDS: Record<string, Command> = {
+  demo: {
+    summary: 'start etcd and a runtime, bind ports with a progress bar, print a summary',
+    flags: {
+      ports: { type: 'string', arg: 'N', help: `ports to bind (default ${DEMO_DEFAULTS.ports})` },
+      hosts: { type: 'string', arg: 'N', help: `compute hosts to spread them over (default ${DEMO_DEFAULTS.hosts})` },
+      exit: { type: 'boolean', help: 'stop after the summary instead of waiting for Ctrl-C' },
+      etcd: { type: 'string', arg: 'URL,...', help: 'use this etcd (default $ETCD_ENDPOINTS, else a managed etcd)' },
+      'data-dir': { type: 'string', arg: 'D', help: 'journal directory, kept (default a temporary one, removed)' },
+      prefix: { type: 'string', arg: 'P', help: "key prefix (default '/networking-vpp', '/portwire-demo' with --etcd)" },
+      verbose: { type: 'boolean', short: 'v', help: 'log at info level (default warn)' },
+    },
+    async run(values) {
+      const etcd = str(values, 'etcd')?.split(',').map((s) => s.trim()).filter(Boolean);
+      if (etcd && etcd.length === 0) throw new UsageError('--etcd needs at least one URL');
+      const prefix = str(values, 'prefix');
+      if (prefix !== undefined && !prefix.startsWith('/')) throw new UsageError("--prefix must start with '/'");
+      await runDemo({
+        ports: int(values, 'ports', DEMO_DEFAULTS.ports, 1, DEMO_MAX_PORTS),
+        hosts: int(values, 'hosts', DEMO_DEFAULTS.hosts, 1, 1000),
+        exit: values.exit === true,
+        etcd,
+        dataDir: str(values, 'data-dir'),
+        prefix,
+        verbose: values.verbose === true,
+      });
+      return 0;
+    },
+  },
+  'journal dead': {
+    summary: 'list the dead letters (entries that kept failing)',
+    flags: { 'data-dir': dataDirFlag, json: { type: 'boolean', help: 'print a JSON array' } },
+    async run(values, _p, io) {
+      const letters = await withJournal(values, (j) => j.deadLetters());
+      if (values.json) io.stdout.write(`${JSON.stringify(letters.map(deadJson), null, 2)}\n`);
+      else if (letters.length === 0) io.stdout.write('no dead letters\n');
+      else io.stdout.write(`${formatDead(letters)}\n`);
+      return 0;
+    },
+  },
+  'journal retry': {
+    summary: 're-queue dead letters (all when no ID is given) with their keys\' current desired values',
+    positionals: '[ID...]',
+    flags: { 'data-dir': dataDirFlag },
+    async run(values, positionals, io) {
+      const ids = positionals.map((p) => {
+        if (!/^\d+$/.test(p) || Number(p) < 1) throw new UsageError(`dead-letter id must be a positive integer, got '${p}'`);
+        return Number(p);
+      });
+      return withJournal(values, async (j) => {
+        const known = new Set(j.deadLetters().map((d) => d.id));
+        const missing = ids.filter((id) => !known.has(id));
+        const n = await j.retryDead(ids.length > 0 ? ids : undefined);
+        // let the journal's kick (written on the next turn) wake a running forwarder before closing
+        await new Promise((r) => setImmediate(r));
+        io.stdout.write(`re-queued ${n} dead letter${n === 1 ? '' : 's'}\n`);
+        if (missing.length > 0) {
+          io.stderr.write(`portwire: no dead letter with id ${missing.join(', ')}\n`);
+          return 1;
+        }
+        return 0;
+      });
+    },
+  },
+  'journal depth': {
+    summary: 'print the number of entries waiting in the journal',
+    flags: { 'data-dir': dataDirFlag },
+    async run(values, _p, io) {
+      io.stdout.write(`${await withJournal(values, (j) => j.depth())}\n`);
+      return 0;
+    },
+  },
+};
+
+const BIN = 'portwire';
+
+function usageLine(name: string, cmd: Command): string {
+  const flags = Object.entries(cmd.flags).map(([f, d]) => `[--${f}${d.type === 'string' ? ` ${d.arg ?? 'X'}` : ''}]`);
+  return [BIN, name, ...flags, ...(cmd.positionals ? [cmd.positionals] : [])].join(' ');
+}
+
+function commandHelp(name: string, cmd: Command): string {
+  const rows = Object.entries(cmd.flags).map(([f, d]) => {
+    const left = `${d.short ? `-${d.short}, ` : '    '}--${f}${d.type === 'string' ? ` ${d.arg ?? 'X'}` : ''}`;
+    return [left, d.help];
+  });
+  rows.push(['-h, --help', 'show this help']);
+  const w = Math.max(...rows.map(([l]) => l.length));
+  return [`usage: ${usageLine(name, cmd)}`, '', cmd.summary, '', ...rows.map(([l, h]) => `  ${l.padEnd(w)}  ${h}`), ''].join('\n');
+}
+
+function listHelp(group?: string): string {
+  const names = Object.keys(COMMANDS).filter((n) => !group || n.startsWith(`${group} `));
+  const w = Math.max(...names.map((n) => n.length));
+  return [
+    `usage: ${BIN} ${group ?? '<command>'}${group ? ' <subcommand>' : ''} [options]`,
+    '',
+    'commands:',
+    ...names.map((n) => `  ${n.padEnd(w)}  ${COMMANDS[n].summary}`),
+    '',
+    `Run '${BIN} <command> --help' for a command's options.`,
+    '',
+  ].join('\n');
+}
+
+const isHelp = (a: string | undefined): boolean => a === '--help' || a === '-h' || a === 'help';
+
+/** Finds the command named by the first one or two words of `argv`. */
+function findCommand(argv: string[], io: CliIo): { name: string; cmd: Command; rest: string[] } | number {
+  const [first, second] = argv;
+  if (first === undefined) {
+    io.stderr.write(listHelp());
+    return 2;
+  }
+  if (isHelp(first)) {
+    const target = argv.slice(1);
+    if (target.length === 0) {
+      io.stdout.write(listHelp());
+      return 0;
+    }
+    return findCommand([...target, '--help'], io);
+  }
+  for (const name of [`${first} ${second}`, first]) {
+    const cmd = COMMANDS[name];
+    if (cmd) return { name, cmd, rest: argv.slice(name.split(' ').length) };
+  }
+  const isGroup = Object.keys(COMMANDS).some((n) => n.startsWith(`${first} `));
+  if (isGroup && (second === undefined || isHelp(second))) {
+    (second === undefined ? io.stderr : io.stdout).write(listHelp(first));
+    return second === undefined ? 2 : 0;
+  }
+  const what = isGroup ? `unknown ${first} command '${second}'` : `unknown command '${first}'`;
+  throw new UsageError(what, isGroup ? first : undefined);
+}
+
+/**
+ * Runs the CLI on `argv` (without the node and script paths).
+ * @returns the exit code: 0 ok, 1 portwire error, 2 usage error
+ * @example
+ * process.exitCode = await main(['journal', 'dead', '--data-dir', '/var/lib/portwire']);
+ */
+export async function main(argv: string[], io: CliIo = process): Promise<number> {
+  let name: string | undefined;
+  try {
+    const found = findCommand(argv, io);
+    if (typeof found === 'number') return found;
+    name = found.name;
+    const { cmd, rest } = found;
+    const options = { ...cmd.flags, help: { type: 'boolean' as const, short: 'h' } };
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options, allowPositionals: cmd.positionals !== undefined, strict: true });
+    } catch (err) {
+      if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError((err as Error).message, name);
+      throw err;
+    }
+    if (parsed.values.help) {
+      io.stdout.write(commandHelp(name, cmd));
+      return 0;
+    }
+    return await cmd.run(parsed.values as Values, parsed.positionals, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      const topic = err.command ?? name;
+      io.stderr.write(`${BIN}: ${err.message}\nRun '${BIN} ${topic ? `${topic} ` : ''}--help' for usage.\n`);
+      return 2;
+    }
+    if (err instanceof PortwireError) {
+      io.stderr.write(`${BIN}: ${err.message}\n`);
+      return 1;
+    }
+    io.stderr.write(`${BIN}: ${(err as Error)?.stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+/** Runs `main` on the process's arguments and exits with its code once output is flushed. */
+export async function run(): Promise<void> {
+  const code = await main(process.argv.slice(2));
+  process.stdout.write('', () => process.exit(code));
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    return pathToFileURL(realpathSync(script)).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) await run();

@@ -1,0 +1,376 @@
+/**
+ * The demo behind `npm start` / `portwire demo`: an etcd (managed unless one
+ * is given), a runtime on a data directory (a fresh temporary one unless
+ * given), N realistic port binds across H hosts with a progress bar, a wait
+ * for the drain, and a summary. Then it stays up until SIGINT/SIGTERM (or
+ * stops at once with `exit`).
+ *
+ * starting ──▶ binding ──▶ draining ──▶ summary ──▶ (idle until signal) ──▶ stopping ──▶ done
+ *     └───────────── signal or error at any step ─────────────────────────────▶ stopping
+ *
+ * Whatever was started is stopped on every path: runtime, managed etcd,
+ * temporary data directory.
+ */
+import { rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { TimeoutError } from './errors.ts';
+import { createLogger } from './logger.ts';
+import { startManagedEtcd, type ManagedEtcd } from './managed-etcd.ts';
+import { createProgress, type Progress, type ProgressStream } from './progress.ts';
+import { createRuntime, type Runtime } from './runtime.ts';
+import type { PortBind, Segment } from './types.ts';
+
+/** Options of {@link runDemo}. */
+export interface DemoOptions {
+  /** Ports to bind. @default 3000 */
+  ports?: number;
+  /** Compute hosts the ports are spread over. @default 20 */
+  hosts?: number;
+  /** Stop and return once the summary is printed, instead of waiting for a signal. @default false */
+  exit?: boolean;
+  /** etcd client URLs. @default `ETCD_ENDPOINTS`, else a managed etcd started (and stopped) here */
+  etcd?: string[];
+  /** Journal directory, kept afterwards. @default a fresh temporary directory, removed afterwards */
+  dataDir?: string;
+  /** Key prefix. @default '/networking-vpp' with a managed etcd, '/portwire-demo' with a given one */
+  prefix?: string;
+  /** Log at info instead of warn. @default false */
+  verbose?: boolean;
+  /** Bind calls in flight. @default 500 */
+  inFlight?: number;
+  /** Where the progress bar and summary go. @default process.stdout */
+  out?: ProgressStream;
+}
+
+/** What the demo measured. */
+export interface DemoSummary {
+  operations: number;
+  hosts: number;
+  journalSeconds: number;
+  journalOpsPerSecond: number;
+  drainedKeys: number;
+  drainSeconds: number;
+  drainKeysPerSecond: number;
+  journalDepth: number;
+  /** This process's forwarder leadership; `electedSeconds` after `start()`. */
+  leader: { holderId: string; token?: string; electedSeconds?: number } | null;
+  deadLetters: number;
+  etcd: { endpoints: string[]; managedPid?: number };
+  dataDir: string;
+}
+
+/** How a demo ended. */
+export interface DemoResult {
+  /** Undefined when interrupted before the summary. */
+  summary?: DemoSummary;
+  /** True when a signal ended it. */
+  interrupted: boolean;
+}
+
+/** The default `--ports` and `--hosts`. */
+export const DEMO_DEFAULTS = { ports: 3000, hosts: 20, inFlight: 500 } as const;
+/** Largest `--ports` (fixed IPs are drawn from 8 /16 subnets). */
+export const DEMO_MAX_PORTS = 500_000;
+
+const NETWORKS = 8;
+const DRAIN_SLICE_MS = 250;
+const DRAIN_TIMEOUT_MS = 10 * 60_000;
+const STALL_WARN_MS = 10_000;
+const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+
+function hex(n: number, width: number): string {
+  return n.toString(16).padStart(width, '0');
+}
+
+/** The segment of demo network `net`: a VLAN on physnet1. */
+function segmentOf(net: number): Segment {
+  return {
+    id: `5e600000-0000-4000-8000-${hex(net, 12)}`,
+    network_type: 'vlan',
+    physical_network: 'physnet1',
+    segmentation_id: 100 + net,
+  };
+}
+
+/**
+ * The bind call of demo port `i` (deterministic: a rerun rewrites the same keys).
+ * @example demoBind(0, 20).host // 'compute-000'
+ */
+export function demoBind(i: number, hosts: number): PortBind {
+  const net = i % NETWORKS;
+  const n = Math.floor(i / NETWORKS) + 2;
+  const host = `compute-${String(i % hosts).padStart(3, '0')}`;
+  const mac = `fa:16:3e:${hex((i >> 16) & 0xff, 2)}:${hex((i >> 8) & 0xff, 2)}:${hex(i & 0xff, 2)}`;
+  return {
+    host,
+    segment: segmentOf(net),
+    port: {
+      id: `00000000-0000-4000-8000-${hex(i, 12)}`,
+      mac_address: mac,
+      device_owner: 'compute:nova',
+      device_id: `1a570000-0000-4000-8000-${hex(Math.floor(i / 2), 12)}`,
+      status: 'DOWN',
+      fixed_ips: [{ subnet_id: `5b000000-0000-4000-8000-${hex(net, 12)}`, ip_address: `10.${net}.${n >> 8}.${n & 0xff}` }],
+      security_groups: [],
+      allowed_address_pairs: [],
+      port_security_enabled: true,
+      'binding:vnic_type': 'normal',
+      'binding:host_id': host,
+      'binding:profile': {},
+    },
+  };
+}
+
+/** Resolves on the first SIGINT/SIGTERM; a second one exits at once (after sync cleanup). */
+function watchSignals(log: Logger, onForce: () => void): { stopped: Promise<NodeJS.Signals>; dispose(): void } {
+  let resolve!: (s: NodeJS.Signals) => void;
+  const stopped = new Promise<NodeJS.Signals>((r) => (resolve = r));
+  let seen = false;
+  const handler = (signal: NodeJS.Signals): void => {
+    if (seen) {
+      log.warn({ signal }, 'second signal, exiting without a clean stop');
+      onForce();
+      process.exit(130);
+    }
+    seen = true;
+    resolve(signal);
+  };
+  for (const s of SIGNALS) process.on(s, handler);
+  return { stopped, dispose: () => SIGNALS.forEach((s) => process.off(s, handler)) };
+}
+
+/** Binds `total` ports with `inFlight` calls outstanding; stops early when `halt()` says so. */
+async function bindAll(
+  rt: Runtime,
+  total: number,
+  hosts: number,
+  inFlight: number,
+  halt: () => boolean,
+  onProgress: (done: number) => void,
+): Promise<number> {
+  let next = 0;
+  let done = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && !halt() && next < total) {
+      const i = next++;
+      try {
+        await rt.bindPort(demoBind(i, hosts));
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+      onProgress(++done);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, total) }, worker));
+  return done;
+}
+
+/** What {@link waitDrained} reports to. */
+interface DrainWatch {
+  halted(): boolean;
+  /** Entries the drain is expected to carry (for the bar). */
+  total: number;
+  out: ProgressStream;
+  log: Logger;
+}
+
+/**
+ * `drained()` in short slices, so that a signal is noticed within one slice
+ * (a pending `drained()` must not outlive the runtime). Shows a bar when the
+ * drain outlasts the first slice, and warns when the depth stops moving.
+ * @returns false when halted before the journal drained
+ */
+async function waitDrained(rt: Runtime, w: DrainWatch, timeoutMs = DRAIN_TIMEOUT_MS): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  let bar: Progress | undefined;
+  let lastDepth = -1;
+  let since = performance.now();
+  try {
+    for (;;) {
+      try {
+        await rt.drained({ timeoutMs: DRAIN_SLICE_MS });
+        bar?.update(w.total);
+        return true;
+      } catch (err) {
+        if (!(err instanceof TimeoutError)) throw err;
+      }
+      if (w.halted()) return false;
+      const { journalDepth: depth, roles } = rt.status();
+      bar ??= createProgress({ total: w.total, label: 'draining to etcd', stream: w.out });
+      bar.update(Math.max(0, w.total - depth));
+      const now = performance.now();
+      if (depth !== lastDepth) {
+        lastDepth = depth;
+        since = now;
+      } else if (now - since > STALL_WARN_MS) {
+        w.log.warn({ depth, leader: roles.forwarder?.leader ?? false }, 'drain stalled; is etcd reachable?');
+        since = now;
+      }
+      if (now > deadline) throw new TimeoutError(`journal not drained within ${timeoutMs} ms (depth ${depth})`);
+    }
+  } finally {
+    bar?.done();
+  }
+}
+
+/**
+ * Waits until this process leads the forwarder role, so that the rates
+ * measure the journal and the drain rather than the first election.
+ * @returns false when halted or out of time (the demo goes on regardless)
+ */
+async function waitLeader(rt: Runtime, halted: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  while (!rt.status().roles.forwarder?.leader) {
+    if (halted() || performance.now() > deadline) return false;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        rt.off('leader', done);
+        resolve();
+      };
+      const timer = setTimeout(done, DRAIN_SLICE_MS);
+      rt.once('leader', done);
+    });
+  }
+  return true;
+}
+
+function formatRate(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** The summary as printed lines (the first one is `portwire demo summary`). */
+export function formatSummary(s: DemoSummary): string[] {
+  const elected = s.leader?.electedSeconds !== undefined ? `, elected in ${s.leader.electedSeconds.toFixed(2)} s` : '';
+  const leader = s.leader ? `${s.leader.holderId} (term token ${s.leader.token ?? '?'}${elected})` : 'none (not leading)';
+  const etcd = s.etcd.managedPid !== undefined
+    ? `managed, pid ${s.etcd.managedPid}, ${s.etcd.endpoints.join(',')}`
+    : s.etcd.endpoints.join(',');
+  return [
+    'portwire demo summary',
+    `  operations       ${s.operations} port binds on ${s.hosts} hosts`,
+    `  journal ops/s    ${formatRate(s.journalOpsPerSecond)} (${s.operations} durable appends in ${s.journalSeconds.toFixed(2)} s)`,
+    `  drain keys/s     ${formatRate(s.drainKeysPerSecond)} (${s.drainedKeys} keys in etcd ${s.drainSeconds.toFixed(2)} s after the first call)`,
+    `  journal depth    ${s.journalDepth}`,
+    `  leader           ${leader}`,
+    `  dead letters     ${s.deadLetters}`,
+    `  etcd             ${etcd}`,
+    `  data dir         ${s.dataDir}`,
+  ];
+}
+
+/** Default endpoints: the `ETCD_ENDPOINTS` environment variable, comma-separated. */
+function envEndpoints(): string[] | undefined {
+  const list = (process.env.ETCD_ENDPOINTS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return list.length > 0 ? list : undefined;
+}
+
+/**
+ * Runs the demo (see the module comment). Resolves once everything it
+ * started is stopped.
+ * @throws whatever failed (etcd start, a bind, the drain), after cleaning up
+ * @example
+ * const { summary } = await runDemo({ ports: 300, exit: true });
+ */
+export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
+  const total = options.ports ?? DEMO_DEFAULTS.ports;
+  const hosts = options.hosts ?? DEMO_DEFAULTS.hosts;
+  const out = options.out ?? process.stdout;
+  const log = createLogger({ pretty: true, level: options.verbose ? 'info' : 'warn' });
+  const given = options.etcd ?? envEndpoints();
+  let tempDir: string | undefined;
+  let etcd: ManagedEtcd | undefined;
+  let rt: Runtime | undefined;
+  const signals = watchSignals(log, () => tempDir && rmSync(tempDir, { recursive: true, force: true }));
+  let interrupted = false;
+  const stop = signals.stopped.then((signal) => {
+    interrupted = true;
+    log.info({ signal }, 'stopping');
+  });
+
+  try {
+    tempDir = options.dataDir ? undefined : await mkdtemp(join(tmpdir(), 'portwire-demo-'));
+    const dataDir = options.dataDir ?? (tempDir as string);
+    if (!given) etcd = await startManagedEtcd({ logger: log.child({ role: 'etcd' }) });
+    if (interrupted) return { interrupted };
+    const endpoints = given ?? (etcd as ManagedEtcd).endpoints;
+    rt = createRuntime({
+      etcd: { endpoints },
+      dataDir,
+      prefix: options.prefix ?? (given ? '/portwire-demo' : '/networking-vpp'),
+      logger: log,
+    });
+    rt.on('error', (err) => log.error({ err }, 'role crashed, restarting'));
+    await rt.start();
+    const tStart = performance.now();
+    const led = await waitLeader(rt, () => interrupted, 2 * rt.options.electionTtlMs);
+    if (interrupted) return { interrupted };
+    if (!led) log.warn({ waitedMs: 2 * rt.options.electionTtlMs }, 'not leading the forwarder role yet; binding anyway');
+    const electedSeconds = led ? (performance.now() - tStart) / 1000 : undefined;
+
+    const bar = createProgress({ total, label: 'binding ports', stream: out });
+    const t0 = performance.now();
+    const done = await bindAll(rt, total, hosts, options.inFlight ?? DEMO_DEFAULTS.inFlight, () => interrupted, (n) => bar.update(n));
+    const tJournaled = performance.now();
+    bar.done();
+    if (interrupted) return { interrupted };
+    if (!(await waitDrained(rt, { halted: () => interrupted, total: done, out, log }))) return { interrupted };
+    const tDrained = performance.now();
+
+    const status = rt.status();
+    const fwd = status.roles.forwarder;
+    const journalSeconds = (tJournaled - t0) / 1000;
+    const drainSeconds = (tDrained - t0) / 1000;
+    // one key per bind (no security groups yet); 'applied' events may trail drained()
+    const drainedKeys = done - status.deadLetters;
+    const summary: DemoSummary = {
+      operations: done,
+      hosts,
+      journalSeconds,
+      journalOpsPerSecond: done / Math.max(journalSeconds, 1e-6),
+      drainedKeys,
+      drainSeconds,
+      drainKeysPerSecond: drainedKeys / Math.max(drainSeconds, 1e-6),
+      journalDepth: status.journalDepth,
+      leader: fwd?.leader ? { holderId: status.holderId, token: fwd.token, electedSeconds } : null,
+      deadLetters: status.deadLetters,
+      etcd: { endpoints, managedPid: etcd?.pid },
+      dataDir: tempDir ? `${dataDir} (temporary, removed on stop)` : dataDir,
+    };
+    out.write(`${formatSummary(summary).join('\n')}\n`);
+    if (!options.exit) {
+      out.write('running; press Ctrl-C to stop\n');
+      await stop;
+    }
+    return { summary, interrupted };
+  } finally {
+    if (etcd && interrupted && !options.verbose) {
+      // managed-etcd kills its children on the signal itself: the runtime cannot resign, and need not
+      log.level = 'error';
+    }
+    await cleanup(log, rt, etcd, tempDir);
+    signals.dispose();
+  }
+}
+
+/** Stops what was started, in reverse order; every step runs even if one fails. */
+async function cleanup(log: Logger, rt?: Runtime, etcd?: ManagedEtcd, tempDir?: string): Promise<void> {
+  const steps: [string, (() => Promise<unknown>) | undefined][] = [
+    ['runtime', rt && (() => rt.stop())],
+    ['etcd', etcd && (() => etcd.stop())],
+    ['data dir', tempDir ? () => rm(tempDir, { recursive: true, force: true }) : undefined],
+  ];
+  for (const [what, step] of steps) {
+    if (!step) continue;
+    try {
+      await step();
+    } catch (err) {
+      log.error({ err, what }, 'cleanup step failed');
+    }
+  }
+}
