@@ -308,6 +308,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     rt.on('error', (err) => log.error({ err }, 'role crashed, restarting'));
     await rt.start();
     const tStart = performance.now();
+    const deadBefore = rt.status().deadLetters;
     const led = await waitLeader(rt, () => interrupted, 2 * rt.options.electionTtlMs);
     if (interrupted) return { interrupted };
     if (!led) log.warn({ waitedMs: 2 * rt.options.electionTtlMs }, 'not leading the forwarder role yet; binding anyway');
@@ -327,7 +328,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     const journalSeconds = (tJournaled - t0) / 1000;
     const drainSeconds = (tDrained - t0) / 1000;
     // one key per bind (no security groups yet); 'applied' events may trail drained()
-    const drainedKeys = done - status.deadLetters;
+    const drainedKeys = done - (status.deadLetters - deadBefore);
     const summary: DemoSummary = {
       operations: done,
       hosts,

@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { Journal } from '../src/journal.ts';
+import { createProgress, renderBar } from '../src/progress.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -219,6 +220,29 @@ describe('portwire journal', () => {
     expect(depth.stdout.trim()).toBe('1');
   });
 
+  it('retry wakes the forwarder of a running demo on the same data dir, which applies the entry', async () => {
+    const prefix = uniquePrefix('cli-retry');
+    const dir = await tempDir();
+    const key = `${prefix}/nodes/h1/ports/poison`;
+    const journal = Journal.open(dir);
+    const seq = await journal.append([{ key, value: { retried: true } }]);
+    await journal.fail([seq], 'test', 1);
+    await journal.close();
+
+    const demo = cli(['demo', '--ports', '50', '--etcd', etcdEndpoints().join(','), '--data-dir', dir, '--prefix', prefix]);
+    await demo.line(/press Ctrl-C to stop/);
+    expect(summaryField(demo.stdout(), 'dead letters')).toBe('1');
+    const r = await runCli(['journal', 'retry', '--data-dir', dir, '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/re-queued 1 dead letter$/m);
+    const value = await waitFor(async () => (await readPrefix(client, key)).get(key), { what: 'retried key in etcd' });
+    expect(JSON.parse(value)).toEqual({ retried: true });
+    demo.child.kill('SIGINT');
+    expect(await demo.exited(), demo.stderr()).toBe(0);
+    const depth = await runCli(['journal', 'depth', '--data-dir', dir]);
+    expect(depth.stdout.trim()).toBe('0');
+  });
+
   it('retry of an unknown id re-queues nothing and exits 1', async () => {
     const dir = await tempDir();
     await Journal.open(dir).close();
@@ -262,5 +286,33 @@ describe('portwire usage', () => {
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`^usage: portwire ${cmd}`));
     }
+  });
+});
+
+describe('progress', () => {
+  const sink = (isTTY: boolean) => {
+    const chunks: string[] = [];
+    return { chunks, stream: { isTTY, columns: 80, write: (c: string) => chunks.push(c) > 0 } };
+  };
+
+  it('prints one line per 10 % step passed when not a TTY', () => {
+    const { chunks, stream } = sink(false);
+    const bar = createProgress({ total: 200, label: 'x', stream });
+    for (const n of [5, 20, 21, 95, 200]) bar.update(n);
+    bar.done();
+    expect(chunks).toEqual(['x: 10% (20/200)\n', 'x: 40% (95/200)\n', 'x: 100% (200/200)\n']);
+  });
+
+  it('redraws one line with \\r on a TTY, at most every redrawMs', () => {
+    const { chunks, stream } = sink(true);
+    let t = 0;
+    const bar = createProgress({ total: 10, label: 'x', stream, redrawMs: 100, now: () => t });
+    bar.update(1);
+    bar.update(2); // within 100 ms: not drawn
+    t = 150;
+    bar.update(5);
+    bar.done();
+    expect(chunks).toEqual([`\rx ${renderBar(1, 10)}`, `\rx ${renderBar(5, 10)}`, `\rx ${renderBar(5, 10)}`, '\n']);
+    expect(renderBar(5, 10, 10)).toBe('[#####-----]  50%  5/10');
   });
 });
