@@ -452,41 +452,35 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
       { name: 'event-loop delay p99 while draining, ms', value: pw.drain.eventLoopDelayMs.p99, target: '< 20', pass: pw.drain.eventLoopDelayMs.p99 < 20 },
     ];
 
+    const cpu = (t: Throughput): string =>
+      `${fmt(t.clientCpuUsPerKey)} / ${Number.isFinite(t.etcdCpuUsPerKey) ? fmt(t.etcdCpuUsPerKey) : '-'}`;
+    const eldText = (e: { p50: number; p99: number; max: number }): string =>
+      `event loop p50 ${fmt(e.p50, 1)} / p99 ${fmt(e.p99, 1)} / max ${fmt(e.max, 1)} ms`;
     const rows = [
-      ['measure', 'keys', 'time s', 'keys/s or ops/s', 'notes'],
-      ['(a) raw 128-op txns, 4 in flight', fmt(raw4.keys), fmt(raw4.ms / 1000, 2), fmt(raw4.keysPerSec), ''],
-      ['(a) raw 128-op txns, 16 in flight', fmt(raw16.keys), fmt(raw16.ms / 1000, 2), fmt(raw16.keysPerSec), ''],
-      ['(a) same, again after (b) and (c)', fmt(raw16b.keys), fmt(raw16b.ms / 1000, 2), fmt(raw16b.keysPerSec), 'ratio uses the higher'],
+      ['measure', 'keys', 'time s', 'keys/s', 'CPU µs/key: bench / etcd', 'notes'],
+      ['(a) raw 128-op txns, 4 in flight', fmt(raw4.keys), fmt(raw4.ms / 1000, 2), fmt(raw4.keysPerSec), cpu(raw4), ''],
+      ['(a) raw 128-op txns, 16 in flight', fmt(raw16.keys), fmt(raw16.ms / 1000, 2), fmt(raw16.keysPerSec), cpu(raw16), ''],
+      ['(a) same, again after (b) and (c)', fmt(raw16b.keys), fmt(raw16b.ms / 1000, 2), fmt(raw16b.keysPerSec), cpu(raw16b), 'ratio uses the higher @16'],
       [
-        `(b) journal (bindPort, ${callsInFlight} in flight)`,
+        `(b) journal: bindPort, ${callsInFlight} in flight`,
         fmt(n),
         fmt(pw.journal.ms / 1000, 2),
         fmt(pw.journal.keysPerSec),
-        `p50 ${fmt(pw.journal.p50Ms, 1)} ms, p99 ${fmt(pw.journal.p99Ms, 1)} ms, max ${fmt(pw.journal.maxMs, 1)} ms`,
+        cpu(pw.journal),
+        `ops/s; call p50 ${fmt(pw.journal.p50Ms, 1)} / p99 ${fmt(pw.journal.p99Ms, 1)} / max ${fmt(pw.journal.maxMs, 1)} ms`,
       ],
+      ['(b) drain: leader → drained()', fmt(n), fmt(pw.drain.ms / 1000, 2), fmt(pw.drain.keysPerSec), cpu(pw.drain), eldText(pw.drain.eventLoopDelayMs)],
       [
-        '(b) drain (leader → drained)',
-        fmt(n),
-        fmt(pw.drain.ms / 1000, 2),
-        fmt(pw.drain.keysPerSec),
-        `event loop p50 ${fmt(pw.drain.eventLoopDelayMs.p50, 1)} / p99 ${fmt(pw.drain.eventLoopDelayMs.p99, 1)} / max ${fmt(pw.drain.eventLoopDelayMs.max, 1)} ms`,
-      ],
-      [
-        '(b) drain incl. start (start → drained)',
+        '(b) drain: start() → drained()',
         fmt(n),
         fmt(pw.drain.msFromStart / 1000, 2),
         fmt(pw.drain.keysPerSecFromStart),
-        `start→leader ${fmt(pw.drain.startToLeaderMs)} ms, leader→1st txn ${fmt(pw.drain.leaderToFirstAppliedMs)} ms`,
+        '',
+        `start→leader ${fmt(pw.drain.startToLeaderMs)} ms, leader→1st txn acked ${fmt(pw.drain.leaderToFirstAppliedMs)} ms`,
       ],
-      ['(c) reference: 1 put, awaited 1 at a time', fmt(ref.keys), fmt(ref.ms / 1000, 2), fmt(ref.keysPerSec), ''],
+      ['(b) this process idle, 1 s before the drain', '', '', '', '', eldText(pw.drain.idleEventLoopDelayMs)],
+      ['(c) reference: 1 put, awaited 1 at a time', fmt(ref.keys), fmt(ref.ms / 1000, 2), fmt(ref.keysPerSec), cpu(ref), ''],
     ];
-    rows.push([
-      '    event loop, this process idle (1 s before)',
-      '',
-      '',
-      '',
-      `p50 ${fmt(pw.drain.idleEventLoopDelayMs.p50, 1)} / p99 ${fmt(pw.drain.idleEventLoopDelayMs.p99, 1)} / max ${fmt(pw.drain.idleEventLoopDelayMs.max, 1)} ms`,
-    ]);
     const loadAfter = load();
     console.log(formatTable(rows));
     console.log(`load average (1/5/15 min) before ${loadBefore.join(' / ')}, after ${loadAfter.join(' / ')} on ${cpus().length} cpus`);

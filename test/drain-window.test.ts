@@ -1,0 +1,136 @@
+/**
+ * The drain window over a real LMDB journal: per-key coalescing, prefix
+ * deletes, batch limits by ops and bytes, and oversize flags.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Journal } from '../src/journal.ts';
+import drainWindow, { OP_DELETE, OP_DELETE_PREFIX, OP_OVERSIZE, OP_PUT, type DrainWindow } from '../src/drain-window.ts';
+
+let dir: string;
+let journal: Journal;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'pw-window-'));
+  journal = Journal.open(dir);
+});
+afterEach(async () => {
+  await journal.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const task = (over: Partial<Parameters<typeof drainWindow>[0]> = {}) => ({
+  kind: 'drainWindow' as const,
+  path: journal.path,
+  afterSeq: 0,
+  maxEntries: 1000,
+  maxOps: 128,
+  maxBytes: 1 << 20,
+  maxOpBytes: 1 << 20,
+  ...over,
+});
+
+/** The window's ops as readable records. */
+function ops(w: DrainWindow) {
+  return w.keys.map((key, i) => ({
+    key,
+    flag: w.flags[i],
+    value: w.flags[i] & 3 ? undefined : Buffer.from(w.values.subarray(w.valueOffsets[i], w.valueOffsets[i + 1])).toString(),
+    seqs: Array.from(w.seqs.subarray(w.seqOffsets[i], w.seqOffsets[i + 1])),
+  }));
+}
+
+describe('drain window', () => {
+  it('coalesces per key, last write wins, keeping every seq', async () => {
+    await journal.append([
+      { key: '/p/a', value: { v: 1 } },
+      { key: '/p/b', value: { v: 1 } },
+      { key: '/p/a', value: { v: 2 } },
+      { key: '/p/b', value: null },
+    ]);
+    const w = drainWindow(task());
+    expect(w.entries).toBe(4);
+    expect(w.lastSeq).toBe(4);
+    expect(ops(w)).toEqual([
+      { key: '/p/a', flag: OP_PUT, value: '{"v":2}', seqs: [1, 3] },
+      { key: '/p/b', flag: OP_DELETE, value: undefined, seqs: [2, 4] },
+    ]);
+  });
+
+  it('reads after the cursor and at most maxEntries', async () => {
+    await journal.append(Array.from({ length: 10 }, (_, i) => ({ key: `/p/${i}`, value: i })));
+    const w = drainWindow(task({ afterSeq: 3, maxEntries: 4 }));
+    expect(ops(w).map((o) => o.key)).toEqual(['/p/3', '/p/4', '/p/5', '/p/6']);
+    expect(w.lastSeq).toBe(7);
+  });
+
+  it('a prefix delete supersedes earlier keys under it; a later key under it ends the window', async () => {
+    await journal.append([
+      { key: '/g/dir/1', value: 'x' },
+      { key: '/other', value: 'y' },
+      { key: '/g/dir/2', value: null },
+      { key: '/g/dir/', value: null, prefix: true },
+      { key: '/another', value: 'z' },
+      { key: '/g/dir/3', value: 'new' },
+      { key: '/after', value: 'w' },
+    ]);
+    const w = drainWindow(task());
+    expect(w.lastSeq).toBe(5);
+    expect(ops(w)).toEqual([
+      { key: '/other', flag: OP_PUT, value: '"y"', seqs: [2] },
+      { key: '/another', flag: OP_PUT, value: '"z"', seqs: [5] },
+      { key: '/g/dir/', flag: OP_DELETE_PREFIX, value: undefined, seqs: [4, 1, 3] },
+    ]);
+    const next = drainWindow(task({ afterSeq: w.lastSeq }));
+    expect(ops(next).map((o) => o.key)).toEqual(['/g/dir/3', '/after']);
+  });
+
+  it('cuts batches by op count and by bytes, and flags an op too large for one request', async () => {
+    const big = 'x'.repeat(3000);
+    await journal.append([
+      ...Array.from({ length: 5 }, (_, i) => ({ key: `/k/${i}`, value: 1 })),
+      { key: '/k/big1', value: big },
+      { key: '/k/big2', value: big },
+      { key: '/k/huge', value: 'y'.repeat(10_000) },
+    ]);
+    const w = drainWindow(task({ maxOps: 3, maxBytes: 4000, maxOpBytes: 8000 }));
+    const batches = [];
+    for (let b = 0; b + 1 < w.batchStarts.length; b++) batches.push(w.keys.slice(w.batchStarts[b], w.batchStarts[b + 1]));
+    expect(batches).toEqual([['/k/0', '/k/1', '/k/2'], ['/k/3', '/k/4', '/k/big1'], ['/k/big2'], ['/k/huge']]);
+    expect(ops(w).filter((o) => o.flag & OP_OVERSIZE).map((o) => o.key)).toEqual(['/k/huge']);
+  });
+
+  it('an empty journal gives an empty window', () => {
+    const w = drainWindow(task());
+    expect(w.entries).toBe(0);
+    expect(w.keys).toEqual([]);
+    expect(Array.from(w.batchStarts)).toEqual([0]);
+  });
+});
+
+describe('journal', () => {
+  it('keeps the desired state in step with appends, prefix deletes included', async () => {
+    await journal.append([
+      { key: '/g/d/1', value: 1 },
+      { key: '/g/d/2', value: 2 },
+      { key: '/g/e', value: 3 },
+    ]);
+    await journal.append([{ key: '/g/d/', value: null, prefix: true }]);
+    expect([...journal.desiredEntries('/g/')]).toEqual([['/g/e', 3]]);
+  });
+
+  it('dead-letters after max attempts and re-queues the current desired value', async () => {
+    await journal.append([{ key: '/k', value: 'old' }]);
+    expect(await journal.fail([1], 'boom', 2)).toEqual({ attempts: 1, dead: false });
+    expect(await journal.fail([1], 'boom', 2)).toEqual({ attempts: 2, dead: true });
+    expect(journal.depth()).toBe(0);
+    expect(journal.deadLetters()).toMatchObject([{ key: '/k', value: 'old', attempts: 2, error: 'boom', seqs: [1] }]);
+    await journal.append([{ key: '/k', value: 'new' }]);
+    await journal.remove([2]);
+    expect(await journal.retryDead()).toBe(1);
+    expect(journal.deadLetters()).toEqual([]);
+    expect(journal.read(0, 10).map((r) => r.entry.v)).toEqual(['new']);
+  });
+});
