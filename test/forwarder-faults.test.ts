@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
-import { createRuntime, type Runtime } from '../src/runtime.ts';
+import { createRuntime } from '../src/runtime.ts';
 import { keyLayout } from '../src/keys.ts';
 import { bindingValue, vifType } from '../src/mech.ts';
 import type { Port } from '../src/types.ts';
