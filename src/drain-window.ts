@@ -160,7 +160,7 @@ function encode(
     if (entry.p === 1) flags[i] = OP_DELETE_PREFIX;
     else if (entry.v === null || entry.v === undefined) flags[i] = OP_DELETE;
     else {
-      const buf = Buffer.from(JSON.stringify(entry.v));
+      const buf = Buffer.from(entry.j === 1 ? (entry.v as string) : JSON.stringify(entry.v));
       encoded[i] = buf;
       valueTotal += buf.length;
     }

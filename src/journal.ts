@@ -21,7 +21,31 @@ export interface StoredEntry {
   k: string;
   v: unknown | null;
   p?: 1;
+  /** `v` is JSON text already */
+  j?: 1;
   t: number;
+}
+
+/** A desired value stored as JSON text (pre-encoded ops). */
+interface EncodedValue {
+  $json: string;
+}
+
+const isEncoded = (v: unknown): v is EncodedValue =>
+  typeof v === 'object' && v !== null && typeof (v as EncodedValue).$json === 'string';
+
+/** The security-group records kept beside the journal (the rules each group's value is built from). */
+export interface GroupRecord {
+  rules: unknown[];
+  /** bumped on every change, for optimistic updates */
+  rev: number;
+}
+
+/** Access to the group records inside an {@link Journal.appendWith} transaction. */
+export interface GroupAccess {
+  get(sgId: string): GroupRecord | undefined;
+  put(sgId: string, rules: unknown[]): void;
+  remove(sgId: string): void;
 }
 
 /** A dead letter: an entry that kept failing for its own reasons. */
@@ -66,6 +90,7 @@ export class Journal {
     private readonly dead: Database<DeadLetter, number>,
     private readonly attempts: Database<number, number>,
     private readonly meta: Database<number, string>,
+    private readonly groups: Database<GroupRecord, string>,
     private readonly now: () => number,
   ) {}
 
@@ -85,6 +110,7 @@ export class Journal {
       db<DeadLetter, number>('dead'),
       db<number, number>('attempts'),
       db<number, string>('meta'),
+      db<GroupRecord, string>('groups'),
       options.now ?? Date.now,
     );
   }
@@ -95,22 +121,38 @@ export class Journal {
    * @throws JournalFullError when the LMDB map is full (nothing was written)
    */
   async append(ops: readonly JournalOp[]): Promise<number> {
+    const seq = await this.appendWith(() => ops);
+    return seq ?? this.lastSeq();
+  }
+
+  /**
+   * Runs `build` inside one write transaction (serialized with every other
+   * process's) with access to the group records, and appends the ops it
+   * returns in that transaction; `undefined` aborts (nothing written).
+   * Resolves once fsync'd with the last sequence number, or undefined when aborted.
+   * @throws JournalFullError when the LMDB map is full (nothing was written)
+   */
+  async appendWith(build: (groups: GroupAccess) => readonly JournalOp[] | undefined): Promise<number | undefined> {
     if (this.closed) throw new PortwireError('journal is closed');
-    if (ops.length === 0) return this.lastSeq();
     const t = this.now();
-    let last = 0;
+    let last: number | undefined;
+    let wrote = false;
     try {
       await this.root.transaction(() => {
+        const ops = build(this.groupAccess());
+        if (!ops) return;
         let seq = this.meta.get('seq') ?? 0;
         for (const op of ops) {
           seq++;
-          const entry: StoredEntry = { k: op.key, v: op.value ?? null, t };
+          const entry: StoredEntry =
+            op.json !== undefined ? { k: op.key, v: op.json, j: 1, t } : { k: op.key, v: op.value ?? null, t };
           if (op.prefix) entry.p = 1;
           this.entries.put(seq, entry);
           this.applyDesired(op);
         }
         this.meta.put('seq', seq);
         last = seq;
+        wrote = ops.length > 0;
       });
       await this.root.flushed;
     } catch (err) {
@@ -119,8 +161,21 @@ export class Journal {
       }
       throw err;
     }
-    this.kick();
+    if (wrote) this.kick();
     return last;
+  }
+
+  private groupAccess(): GroupAccess {
+    return {
+      get: (sgId) => this.groups.get(sgId),
+      put: (sgId, rules) => void this.groups.put(sgId, { rules, rev: (this.groups.get(sgId)?.rev ?? 0) + 1 }),
+      remove: (sgId) => void this.groups.remove(sgId),
+    };
+  }
+
+  /** The stored record of a security group (read outside a transaction). */
+  group(sgId: string): GroupRecord | undefined {
+    return this.groups.get(sgId);
   }
 
   private applyDesired(op: JournalOp): void {
@@ -128,6 +183,8 @@ export class Journal {
       for (const key of this.desired.getKeys({ start: op.key, end: `${op.key}\uffff` })) {
         this.desired.remove(key);
       }
+    } else if (op.json !== undefined) {
+      this.desired.put(op.key, { $json: op.json } satisfies EncodedValue);
     } else if (op.value === null || op.value === undefined) {
       this.desired.remove(op.key);
     } else {
@@ -215,8 +272,10 @@ export class Journal {
       for (const { key: id, value: letter } of this.dead.getRange({})) {
         if (wanted && !wanted.has(id)) continue;
         seq++;
-        const v = letter.prefix ? null : (this.desired.get(letter.key) ?? null);
-        const entry: StoredEntry = { k: letter.key, v, t: this.now() };
+        const d = letter.prefix ? null : (this.desired.get(letter.key) ?? null);
+        const entry: StoredEntry = isEncoded(d)
+          ? { k: letter.key, v: d.$json, j: 1, t: this.now() }
+          : { k: letter.key, v: d, t: this.now() };
         if (letter.prefix) entry.p = 1;
         this.entries.put(seq, entry);
         this.dead.remove(id);
@@ -256,15 +315,23 @@ export class Journal {
 
   /** The desired value of `key` (what etcd must converge to), or undefined. */
   desiredValue(key: string): unknown {
-    return this.desired.get(key);
+    const v = this.desired.get(key);
+    return isEncoded(v) ? JSON.parse(v.$json) : v;
   }
 
-  /** Iterates the desired state in key order (for resync and verification). */
-  *desiredEntries(prefix = ''): Generator<[string, unknown]> {
+  /** The desired value of `key` as the JSON text etcd must hold, or undefined. */
+  desiredJson(key: string): string | undefined {
+    const v = this.desired.get(key);
+    if (v === undefined) return undefined;
+    return isEncoded(v) ? v.$json : JSON.stringify(v);
+  }
+
+  /** Iterates the desired state in key order, values as JSON text (for resync and verification). */
+  *desiredEntries(prefix = ''): Generator<[string, string]> {
     const range = prefix
       ? this.desired.getRange({ start: prefix, end: `${prefix}\uffff`, snapshot: false })
       : this.desired.getRange({ snapshot: false });
-    for (const { key, value } of range) yield [key, value];
+    for (const { key, value } of range) yield [key, isEncoded(value) ? value.$json : JSON.stringify(value)];
   }
 
   /**

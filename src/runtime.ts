@@ -29,6 +29,8 @@ import {
 } from './mech.ts';
 import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.ts';
 import { createPool } from './pool.ts';
+import { SecurityGroups, type SecurityGroup } from './secgroups.ts';
+import type { NeutronRule } from './translate.ts';
 import type { DrainEvent } from './drainer.ts';
 import type {
   BindDecision,
@@ -89,6 +91,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   private readonly mech: MechConfig;
   private journal?: Journal;
   private pool?: Piscina;
+  private secgroups?: SecurityGroups;
   private client?: Etcd3;
   private supervisor?: Actor<typeof supervisorMachine>;
   private unwatchKick?: () => void;
@@ -114,9 +117,10 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     const o = this.options;
     this.journal = Journal.open(o.dataDir, { mapSize: o.mapSize, now: o.now });
     this.client = createEtcdClient(o.etcd);
+    this.pool = createPool({ size: o.poolSize });
+    this.secgroups = new SecurityGroups(this.journal, this.pool, this.keys);
     this.state = 'running';
     if (!o.forwarder) return;
-    this.pool = createPool({ size: o.poolSize });
     const log = roleLogger(this.log, FORWARDER_ROLE);
     const forwarder = etcdForwarder({
       log,
@@ -326,6 +330,59 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 
   private opsOfBind(a: PortBind): JournalOp[] {
     return bindOps(this.mech, a.port, a.segment, a.host, a.binding_type ?? vifType(a.port));
+  }
+
+  private groups(): SecurityGroups {
+    this.running();
+    return this.secgroups!;
+  }
+
+  /**
+   * Creates a security group with its rules (Neutron's default egress rules
+   * when `security_group_rules` is absent): journals `global/secgroups/<id>`.
+   * @throws ValidationError naming the field; nothing is journaled
+   */
+  async createSecurityGroup(sg: SecurityGroup): Promise<number> {
+    return this.kicked(this.groups().create([sg]));
+  }
+
+  /**
+   * Creates many security groups in one transaction; their values are
+   * translated in the worker pool when the batch is large.
+   * @throws ValidationError naming the field; nothing is journaled
+   */
+  async createSecurityGroups(sgs: SecurityGroup[]): Promise<number> {
+    return this.kicked(this.groups().create(sgs));
+  }
+
+  /**
+   * Deletes a security group: its key and its remote-group subtree.
+   * @throws ValidationError for a bad id; nothing is journaled
+   */
+  async deleteSecurityGroup(sgId: string): Promise<number> {
+    return this.kicked(this.groups().delete(sgId));
+  }
+
+  /**
+   * Adds a rule to its (known) group and rewrites the whole group.
+   * @throws ValidationError naming the field; nothing is journaled
+   */
+  async createRule(rule: NeutronRule): Promise<number> {
+    return this.kicked(this.groups().createRule(rule));
+  }
+
+  /**
+   * Removes a rule from its group and rewrites the whole group.
+   * @throws ValidationError naming the field; nothing is journaled
+   */
+  async deleteRule(ruleId: string, sgId: string): Promise<number> {
+    return this.kicked(this.groups().deleteRule(ruleId, sgId));
+  }
+
+  private async kicked(p: Promise<number>): Promise<number> {
+    const seq = await p;
+    this.kick();
+    return seq;
   }
 
   /**

@@ -107,10 +107,14 @@ export interface PortBindingValue {
 
 /**
  * One journaled change of etcd. `value` undefined/null deletes the key;
- * `prefix: true` deletes every key under `key` (which then ends with `/`).
+ * `prefix: true` deletes every key under `key` (which then ends with `/`);
+ * `json` carries a value encoded already (security groups are encoded by the
+ * translator in one pass).
  */
 export interface JournalOp {
   key: string;
   value: unknown | null;
   prefix?: boolean;
+  /** The value already encoded as JSON text (then `value` is ignored). */
+  json?: string;
 }

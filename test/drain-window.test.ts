@@ -118,7 +118,7 @@ describe('journal', () => {
       { key: '/g/e', value: 3 },
     ]);
     await journal.append([{ key: '/g/d/', value: null, prefix: true }]);
-    expect([...journal.desiredEntries('/g/')]).toEqual([['/g/e', 3]]);
+    expect([...journal.desiredEntries('/g/')]).toEqual([['/g/e', '3']]);
   });
 
   it('dead-letters after max attempts and re-queues the current desired value', async () => {
