@@ -7,12 +7,13 @@
  *   (c) portwire through the Piscina pool, over pool sizes 1, 2, 3, 4;
  * and the inline-vs-pool latency curve behind INLINE_THRESHOLD.
  *
- * `npx tsx bench/translate.ts [--rules N] [--group-size N] [--pools 1,2,3,4] [--repeat N]`
- * or `npm run bench -- translate [--quick]`.
+ * `npx tsx bench/translate.ts [--rules N] [--group-size N] [--pools 1,2,3,4] [--repeat N] [--quick]`
+ * or `npm run bench -- translate [--quick] [--rules=N …]` (the harness needs `=`).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -20,7 +21,7 @@ import { createPool } from '../src/pool.ts';
 import {
   encodeSecurityGroup, securityGroupToAclUnchecked, securityGroupToJsonUnchecked, validateRule, type NeutronRule,
 } from '../src/translate.ts';
-import { INLINE_THRESHOLD, translateGroupsInPool, type GroupRules } from '../src/translate-pool.ts';
+import { INLINE_THRESHOLD, streamGroupsInPool, translateGroupsInPool, type GroupRules } from '../src/translate-pool.ts';
 
 /** Options of {@link runTranslate}; the harness's flags (`quick`, `flags`) are read too. */
 export interface TranslateBenchOptions {
@@ -30,7 +31,7 @@ export interface TranslateBenchOptions {
   groupSize?: number;
   /** @default [1, 2, 3, 4] */
   poolSizes?: number[];
-  /** Timed repetitions of each figure (the median is reported). @default 3 */
+  /** Timed rounds of each figure (the median is reported; python runs at most 3). @default 5 */
   repeat?: number;
   quick?: boolean;
   flags?: Record<string, string | boolean | undefined>;
@@ -103,16 +104,21 @@ export function realisticGroups(rules: number, groupSize: number, seed = 42): Gr
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Median milliseconds of `repeat` timed runs of fn, after `warm` untimed ones. */
-async function timeIt(repeat: number, warm: number, fn: () => unknown): Promise<number> {
-  for (let i = 0; i < warm; i++) await fn();
-  const times: number[] = [];
-  for (let i = 0; i < repeat; i++) {
-    const t = performance.now();
-    await fn();
-    times.push(performance.now() - t);
+/**
+ * Median milliseconds of each function over `rounds` rounds, after `warm`
+ * untimed ones; one run of each function per round, interleaved, so that a
+ * shared machine's load falls on all of them alike.
+ */
+async function timeAll(rounds: number, warm: number, fns: Record<string, () => unknown>): Promise<Record<string, number>> {
+  const times: Record<string, number[]> = {};
+  for (let r = 0; r < warm + rounds; r++) {
+    for (const [name, fn] of Object.entries(fns)) {
+      const t = performance.now();
+      await fn();
+      if (r >= warm) (times[name] ??= []).push(performance.now() - t);
+    }
   }
-  return median(times);
+  return Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
 }
 
 /** Runs the reference under python3 over the groups file; returns median seconds. */
@@ -134,19 +140,39 @@ async function runPython(file: string, repeat: number): Promise<{ translate: num
 const rate = (rules: number, ms: number): number => Math.round((rules / ms) * 1000);
 const fmt = (n: number): string => n.toLocaleString('en-US');
 const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ');
+const ratio = (x: number, y: number): number => Math.round((x / y) * 100) / 100;
 
-/** Latency of one batch inline vs through a pool, for batch sizes around the threshold. */
-async function thresholdCurve(all: GroupRules[], groupSize: number): Promise<{ rules: number; inlineMs: number; poolMs: number }[]> {
+interface CurvePoint {
+  rules: number;
+  inlineMs: number;
+  poolMs: number;
+  /** Main-thread time (event-loop active) of the pool path. */
+  poolMainMs: number;
+}
+
+/**
+ * One batch, inline vs through a pool of 2, for batch sizes around the
+ * threshold: latency of each, and the main thread's busy time with the pool.
+ */
+async function thresholdCurve(all: GroupRules[], groupSize: number): Promise<CurvePoint[]> {
   const pool = createPool({ size: 2 });
-  const curve: { rules: number; inlineMs: number; poolMs: number }[] = [];
+  const curve: CurvePoint[] = [];
+  const ms = (x: number) => Math.round(x * 1000) / 1000;
   try {
-    for (const rules of [100, 200, 500, 1000, 1500, 2000, 5000, 20000]) {
+    const total = all.reduce((n, g) => n + g.rules.length, 0);
+    for (const rules of [100, 500, 1000, 2000, 5000, 10000, 20000, 50000].filter((n) => n <= total)) {
       const batch = all.slice(0, Math.max(1, Math.ceil(rules / groupSize)));
       const input = rules < groupSize ? [{ id: batch[0].id, rules: batch[0].rules.slice(0, rules) }] : batch;
-      const reps = 41;
-      const inlineMs = await timeIt(reps, 20, () => input.map((g) => Buffer.from(securityGroupToJsonUnchecked(g.id, g.rules))));
-      const poolMs = await timeIt(reps, 20, () => translateGroupsInPool(pool, input));
-      curve.push({ rules, inlineMs, poolMs });
+      const busy: number[] = [];
+      const t = await timeAll(rules >= 20000 ? 15 : 41, 10, {
+        inline: () => input.map((g) => securityGroupToJsonUnchecked(g.id, g.rules)),
+        pool: async () => {
+          const elu = performance.eventLoopUtilization();
+          await translateGroupsInPool(pool, input);
+          busy.push(performance.eventLoopUtilization(elu).active);
+        },
+      });
+      curve.push({ rules, inlineMs: ms(t.inline), poolMs: ms(t.pool), poolMainMs: ms(median(busy)) });
     }
   } finally {
     await pool.destroy();
@@ -155,7 +181,8 @@ async function thresholdCurve(all: GroupRules[], groupSize: number): Promise<{ r
 }
 
 /**
- * Runs the benchmark; prints a table and returns its figures and targets.
+ * Runs the benchmark; prints a table and returns its figures and targets
+ * (the shape bench/index.ts writes to bench/results/translate.json).
  * @example
  * const report = await runTranslate({ rules: 100_000 });
  */
@@ -164,10 +191,11 @@ export async function runTranslate(opts: TranslateBenchOptions = {}): Promise<Re
   const rules = opts.rules ?? (flag('rules') ? Number(flag('rules')) : opts.quick ? 100_000 : 1_000_000);
   const groupSize = opts.groupSize ?? (flag('group-size') ? Number(flag('group-size')) : 100);
   const poolSizes = opts.poolSizes ?? (typeof flag('pools') === 'string' ? String(flag('pools')).split(',').map(Number) : [1, 2, 3, 4]);
-  const repeat = opts.repeat ?? (flag('repeat') ? Number(flag('repeat')) : 3);
+  const repeat = opts.repeat ?? (flag('repeat') ? Number(flag('repeat')) : 5);
   const loads: Record<string, string> = { start: load() };
 
   const dir = mkdtempSync(join(tmpdir(), 'portwire-translate-'));
+  const pools = new Map(poolSizes.map((size) => [size, createPool({ size })]));
   try {
     const file = join(dir, 'groups.jsonl');
     const lines = realisticGroups(rules, groupSize).map((g) => JSON.stringify(g));
@@ -177,54 +205,65 @@ export async function runTranslate(opts: TranslateBenchOptions = {}): Promise<Re
     lines.length = 0;
     console.log(`translate: ${fmt(rules)} rules in ${fmt(groups.length)} groups of ${groupSize}; load ${loads.start}`);
 
-    const py = await runPython(file, repeat);
+    const py = await runPython(file, Math.min(repeat, 3));
     loads.afterPython = load();
     const a = { translate: rules / py.translate, json: rules / py.json };
 
-    const validateMs = await timeIt(repeat, 1, () => {
-      for (const g of groups) for (let i = 0; i < g.rules.length; i++) validateRule(g.rules[i]);
-    });
-    const translateMs = await timeIt(repeat, 1, () => {
-      for (const g of groups) securityGroupToAclUnchecked(g.id, g.rules);
-    });
-    const onePassMs = await timeIt(repeat, 1, () => {
-      for (const g of groups) securityGroupToJsonUnchecked(g.id, g.rules);
-    });
-    const encoderMs = await timeIt(repeat, 1, () => {
-      for (const g of groups) encodeSecurityGroup(securityGroupToAclUnchecked(g.id, g.rules));
-    });
-    const stringifyMs = await timeIt(repeat, 1, () => {
-      for (const g of groups) JSON.stringify(securityGroupToAclUnchecked(g.id, g.rules));
+    const validateMs = (await timeAll(3, 1, {
+      validate: () => {
+        for (const g of groups) for (let i = 0; i < g.rules.length; i++) validateRule(g.rules[i]);
+      },
+    })).validate;
+    const inline = await timeAll(repeat, 1, {
+      translate: () => {
+        for (const g of groups) securityGroupToAclUnchecked(g.id, g.rules);
+      },
+      onePass: () => {
+        for (const g of groups) securityGroupToJsonUnchecked(g.id, g.rules);
+      },
+      encoder: () => {
+        for (const g of groups) encodeSecurityGroup(securityGroupToAclUnchecked(g.id, g.rules));
+      },
+      stringify: () => {
+        for (const g of groups) JSON.stringify(securityGroupToAclUnchecked(g.id, g.rules));
+      },
     });
     loads.afterInline = load();
-    const b = { translate: rate(rules, translateMs), json: rate(rules, Math.min(onePassMs, encoderMs, stringifyMs)) };
 
-    const pools: Record<string, number> = {};
-    for (const size of poolSizes) {
-      const pool = createPool({ size });
-      try {
-        pools[size] = rate(rules, await timeIt(repeat, 2, () => translateGroupsInPool(pool, groups)));
-      } finally {
-        await pool.destroy();
-      }
-    }
+    // (c) against the inline one-pass encoder, interleaved in the same rounds.
+    const poolFns: Record<string, () => unknown> = {
+      inline: () => {
+        for (const g of groups) securityGroupToJsonUnchecked(g.id, g.rules);
+      },
+    };
+    for (const [size, pool] of pools) poolFns[`stream${size}`] = () => streamGroupsInPool(pool, groups, () => {});
+    const owned = pools.get(2) ?? pools.values().next().value;
+    if (owned) poolFns.owned = () => translateGroupsInPool(owned, groups);
+    poolFns.inlineKept = () => groups.map((g) => securityGroupToJsonUnchecked(g.id, g.rules));
+    const viaPool = await timeAll(repeat, 2, poolFns);
     loads.afterPool = load();
-    const bestPool = Math.max(...Object.values(pools));
+    for (const pool of pools.values()) await pool.destroy();
+    pools.clear();
     const curve = await thresholdCurve(groups, groupSize);
 
-    const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
+    const b = { translate: rate(rules, inline.translate), json: rate(rules, Math.min(inline.onePass, inline.encoder, inline.stringify)) };
+    const c = Object.fromEntries(poolSizes.map((size) => [size, rate(rules, viaPool[`stream${size}`])]));
+    const bSameRounds = rate(rules, viaPool.inline);
     const figures = {
       rules, groups: groups.length, groupSize, python: py.python, node: process.version, loadAverage: loads,
       a_reference_rules_per_s: { translate: Math.round(a.translate), translate_json: Math.round(a.json) },
       b_inline_rules_per_s: {
-        validate: rate(rules, validateMs), translate: b.translate, translate_json_one_pass: rate(rules, onePassMs),
-        translate_then_encodeSecurityGroup: rate(rules, encoderMs), translate_then_JSON_stringify: rate(rules, stringifyMs),
+        translate: b.translate, translate_json_one_pass: rate(rules, inline.onePass),
+        translate_then_encodeSecurityGroup: rate(rules, inline.encoder), translate_then_JSON_stringify: rate(rules, inline.stringify),
+        validateRule: rate(rules, validateMs), one_pass_in_pool_rounds: bSameRounds,
       },
-      c_pool_rules_per_s: pools,
+      c_pool_rules_per_s: { streamed: c, strings_pool2: viaPool.owned ? rate(rules, viaPool.owned) : null, inline_strings_kept: rate(rules, viaPool.inlineKept) },
       ratios: {
         b_over_a_translate: ratio(b.translate, a.translate), b_over_a_json: ratio(b.json, a.json),
-        c2_over_b: ratio(pools[2] ?? bestPool, b.json), c_best_over_b: ratio(bestPool, b.json),
-        encodeSecurityGroup_over_JSON_stringify: ratio(stringifyMs, encoderMs),
+        c2_over_b: ratio(c[2] ?? Math.max(...Object.values(c)), bSameRounds),
+        c_best_over_b: ratio(Math.max(...Object.values(c)), bSameRounds),
+        c2_strings_over_b_strings_kept: viaPool.owned ? ratio(viaPool.inlineKept, viaPool.owned) : null,
+        encodeSecurityGroup_over_JSON_stringify: ratio(inline.stringify, inline.encoder),
       },
       threshold: { chosen: INLINE_THRESHOLD, curve },
     };
@@ -234,20 +273,28 @@ export async function runTranslate(opts: TranslateBenchOptions = {}): Promise<Re
       { name: 'c(2 threads)/b', value: figures.ratios.c2_over_b, target: '>= 1.6', pass: figures.ratios.c2_over_b >= 1.6 },
     ];
 
-    const row = (what: string, t: number, j?: number) => console.log(`  ${what.padEnd(44)} ${fmt(t).padStart(12)}${j === undefined ? '' : fmt(j).padStart(14)}`);
-    console.log(`  ${'rules/s'.padEnd(44)} ${'translate'.padStart(12)}${'+ JSON'.padStart(14)}`);
-    row('(a) reference, python ' + py.python, Math.round(a.translate), Math.round(a.json));
-    row('(b) inline, one pass (securityGroupToJson)', b.translate, rate(rules, onePassMs));
-    row('    inline, encodeSecurityGroup(acl)', b.translate, rate(rules, encoderMs));
-    row('    inline, JSON.stringify(acl)', b.translate, rate(rules, stringifyMs));
-    row('    validateRule alone (API door)', rate(rules, validateMs));
-    for (const size of poolSizes) row(`(c) pool of ${size}`, pools[size], pools[size]);
-    console.log('  inline vs pool latency (ms) by batch size:');
-    for (const p of curve) console.log(`    ${String(p.rules).padStart(6)} rules  ${p.inlineMs.toFixed(3).padStart(8)}  ${p.poolMs.toFixed(3).padStart(8)}`);
+    const row = (what: string, t: number | string, j?: number) =>
+      console.log(`  ${what.padEnd(46)} ${(typeof t === 'number' ? fmt(t) : t).padStart(12)}${j === undefined ? '' : fmt(j).padStart(14)}`);
+    row('rules/s', 'translate', undefined);
+    console.log(`  ${''.padEnd(46)} ${''.padStart(12)}${'+ JSON'.padStart(14)}`);
+    row(`(a) reference, python ${py.python}`, Math.round(a.translate), Math.round(a.json));
+    row('(b) inline, one pass (securityGroupToJson)', b.translate, rate(rules, inline.onePass));
+    row('    inline, then encodeSecurityGroup', '', rate(rules, inline.encoder));
+    row('    inline, then JSON.stringify', '', rate(rules, inline.stringify));
+    row('    inline one pass, in the pool rounds', '', bSameRounds);
+    row('    validateRule alone (the API door)', rate(rules, validateMs));
+    for (const size of poolSizes) row(`(c) pool of ${size}, streamed`, '', c[size]);
+    if (viaPool.owned) row('    pool of 2, strings kept (translateGroupsInPool)', '', rate(rules, viaPool.owned));
+    row('    inline, strings kept (same rounds)', '', rate(rules, viaPool.inlineKept));
+    console.log('  one batch (median ms):   inline   pool of 2   its main-thread time');
+    for (const p of curve) {
+      console.log(`    ${String(p.rules).padStart(6)} rules ${p.inlineMs.toFixed(3).padStart(9)} ${p.poolMs.toFixed(3).padStart(11)} ${p.poolMainMs.toFixed(3).padStart(11)}`);
+    }
     for (const t of targets) console.log(`  ${t.pass ? 'PASS' : 'FAIL'} ${t.name} = ${t.value} (target ${t.target})`);
-    console.log(`  load average: ${JSON.stringify(loads)}`);
+    console.log(`  load average (1, 5, 15 min): ${JSON.stringify(loads)}`);
     return { figures, targets, params: { rules, groupSize, poolSizes, repeat } };
   } finally {
+    for (const pool of pools.values()) await pool.destroy();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -97,7 +97,7 @@ function formatDead(letters: DeadLetter[]): string {
 }
 
 function deadJson(d: DeadLetter): object {
-  const valueBytes = d.value === null ? 0 : Buffer.byteLength(JSON.stringify(d.value));
+  const valueBytes = d.value === null ? 0 : Buffer.byteLength(d.value);
   const { value: _value, ...rest } = d;
   return { ...rest, time: new Date(d.at).toISOString(), valueBytes };
 }

@@ -12,7 +12,7 @@
  * and every key still reaches etcd in journal order.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { StoredEntry } from './journal.ts';
+import { entryFlags, FLAG_DELETE, FLAG_PREFIX, keyEnd, keyStart } from './journal-entry.ts';
 
 /** Input of the `drainWindow` task. */
 export interface DrainWindowTask {
@@ -46,6 +46,9 @@ export interface DrainWindow {
   /** Journal entries read. */
   entries: number;
   keys: string[];
+  /** UTF-8 keys, op i at `keyBytes[keyOffsets[i] .. keyOffsets[i+1]]`. */
+  keyBytes: Uint8Array;
+  keyOffsets: Uint32Array;
   flags: Uint8Array;
   /** Encoded values, op i at `values[valueOffsets[i] .. valueOffsets[i+1]]`. */
   values: Uint8Array;
@@ -57,18 +60,20 @@ export interface DrainWindow {
   batchStarts: Uint32Array;
 }
 
-let cached: { path: string; root: RootDatabase; entries: Database<StoredEntry, number> } | undefined;
+let cached: { path: string; root: RootDatabase; entries: Database<Buffer, number> } | undefined;
 
-function entriesDb(path: string): Database<StoredEntry, number> {
+function entriesDb(path: string): Database<Buffer, number> {
   if (cached?.path !== path) {
     const root = open({ path, maxDbs: 8 });
-    cached = { path, root, entries: root.openDB<StoredEntry, number>({ name: 'journal', encoding: 'msgpack' }) };
+    cached = { path, root, entries: root.openDB<Buffer, number>({ name: 'journal', encoding: 'binary' }) };
   }
   return cached.entries;
 }
 
 interface Coalesced {
-  entry: StoredEntry;
+  key: string;
+  /** the newest encoded entry of the key */
+  raw: Buffer;
   seqs: number[];
 }
 
@@ -84,8 +89,18 @@ export default function drainWindow(task: DrainWindowTask): DrainWindow {
   const db = entriesDb(task.path);
   const byKey = new Map<string, Coalesced>();
   const prefixes = new Map<string, Coalesced>();
-  /** keys of the window under each ancestor prefix, to find what a prefix delete supersedes */
-  const under = new Map<string, Set<string>>();
+  /**
+   * keys of the window under each ancestor prefix, to find what a prefix
+   * delete supersedes; built when the window's first prefix delete is read
+   */
+  let under: Map<string, Set<string>> | undefined;
+  const index = (key: string) => {
+    for (const a of ancestors(key)) {
+      let set = under!.get(a);
+      if (!set) under!.set(a, (set = new Set()));
+      set.add(key);
+    }
+  };
   let lastSeq = task.afterSeq;
   let entries = 0;
   const coveredByPrefix = (key: string): boolean => {
@@ -93,43 +108,41 @@ export default function drainWindow(task: DrainWindowTask): DrainWindow {
     for (const a of ancestors(key)) if (prefixes.has(a)) return true;
     return false;
   };
-  for (const { key: seq, value: entry } of db.getRange({
+  if (task.maxEntries <= 0) return encode(byKey, lastSeq, 0, task);
+  for (const { key: seq, value: raw } of db.getRange({
     start: task.afterSeq + 1,
     limit: task.maxEntries,
     snapshot: false,
   })) {
-    if (entry.p === 1) {
-      if (coveredByPrefix(entry.k)) break;
-      const c = prefixes.get(entry.k) ?? { entry, seqs: [] };
-      c.entry = entry;
+    const key = raw.toString('utf8', keyStart, keyEnd(raw));
+    if (entryFlags(raw) & FLAG_PREFIX) {
+      if (coveredByPrefix(key)) break;
+      if (!under) {
+        under = new Map();
+        for (const k of byKey.keys()) index(k);
+      }
+      const c = prefixes.get(key) ?? { key, raw, seqs: [] };
+      c.raw = raw;
       c.seqs.push(seq);
-      for (const k of under.get(entry.k) ?? []) {
+      for (const k of under.get(key) ?? []) {
         const sup = byKey.get(k) ?? prefixes.get(k);
         if (!sup) continue;
         c.seqs.push(...sup.seqs);
         byKey.delete(k);
         prefixes.delete(k);
       }
-      under.delete(entry.k);
-      prefixes.set(entry.k, c);
-      for (const a of ancestors(entry.k)) {
-        let set = under.get(a);
-        if (!set) under.set(a, (set = new Set()));
-        set.add(entry.k);
-      }
+      under.delete(key);
+      prefixes.set(key, c);
+      index(key);
     } else {
-      if (coveredByPrefix(entry.k)) break;
-      const c = byKey.get(entry.k);
+      if (coveredByPrefix(key)) break;
+      const c = byKey.get(key);
       if (c) {
-        c.entry = entry;
+        c.raw = raw;
         c.seqs.push(seq);
       } else {
-        byKey.set(entry.k, { entry, seqs: [seq] });
-        for (const a of ancestors(entry.k)) {
-          let set = under.get(a);
-          if (!set) under.set(a, (set = new Set()));
-          set.add(entry.k);
-        }
+        byKey.set(key, { key, raw, seqs: [seq] });
+        if (under) index(key);
       }
     }
     lastSeq = seq;
@@ -148,43 +161,42 @@ function encode(
   const n = byKey.size;
   const keys: string[] = new Array(n);
   const flags = new Uint8Array(n);
+  const keyOffsets = new Uint32Array(n + 1);
   const valueOffsets = new Uint32Array(n + 1);
   const seqOffsets = new Uint32Array(n + 1);
-  const encoded: (Buffer | undefined)[] = new Array(n);
   let seqTotal = 0;
+  let keyTotal = 0;
   let valueTotal = 0;
   let i = 0;
   for (const c of byKey.values()) {
-    const { entry } = c;
-    keys[i] = entry.k;
-    if (entry.p === 1) flags[i] = OP_DELETE_PREFIX;
-    else if (entry.v === null || entry.v === undefined) flags[i] = OP_DELETE;
-    else {
-      const buf = Buffer.from(entry.j === 1 ? (entry.v as string) : JSON.stringify(entry.v));
-      encoded[i] = buf;
-      valueTotal += buf.length;
-    }
+    keys[i] = c.key;
+    const f = entryFlags(c.raw);
+    flags[i] = f & FLAG_PREFIX ? OP_DELETE_PREFIX : f & FLAG_DELETE ? OP_DELETE : OP_PUT;
+    const ke = keyEnd(c.raw);
+    keyTotal += ke - keyStart;
+    if (flags[i] === OP_PUT) valueTotal += c.raw.length - ke;
     seqTotal += c.seqs.length;
     i++;
   }
+  const keyBytes = Buffer.allocUnsafe(keyTotal);
   const values = Buffer.allocUnsafe(valueTotal);
   const seqs = new Float64Array(seqTotal);
   const starts: number[] = [0];
+  let ko = 0;
   let vo = 0;
   let so = 0;
   let batchOps = 0;
   let batchBytes = 0;
   i = 0;
   for (const c of byKey.values()) {
-    const buf = encoded[i];
-    const size = Buffer.byteLength(keys[i]) + (buf?.length ?? 0) + 16;
-    if (size > task.maxOpBytes) flags[i] |= OP_OVERSIZE;
-    if (buf) {
-      buf.copy(values, vo);
-      vo += buf.length;
-    }
+    const ke = keyEnd(c.raw);
+    ko += c.raw.copy(keyBytes, ko, keyStart, ke);
+    keyOffsets[i + 1] = ko;
+    if (flags[i] === OP_PUT) vo += c.raw.copy(values, vo, ke);
     valueOffsets[i + 1] = vo;
-    for (const s of c.seqs) seqs[so++] = s;
+    const size = ke - keyStart + (valueOffsets[i + 1] - valueOffsets[i]) + 16;
+    if (size > task.maxOpBytes) flags[i] |= OP_OVERSIZE;
+    for (const seq of c.seqs) seqs[so++] = seq;
     seqOffsets[i + 1] = so;
     if (batchOps > 0 && (batchOps + 1 > task.maxOps || batchBytes + size > task.maxBytes)) {
       starts.push(i);
@@ -201,6 +213,8 @@ function encode(
     lastSeq,
     entries,
     keys,
+    keyBytes,
+    keyOffsets,
     flags,
     values,
     valueOffsets,

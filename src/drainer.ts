@@ -21,6 +21,10 @@ import type { Logger } from 'pino';
 import { EtcdRejectedError, PortwireError } from './errors.ts';
 import { fencedTxn, prefixEnd, type Fence } from './etcd.ts';
 import type { Journal } from './journal.ts';
+import type { AppliedTask } from './apply-applied.ts';
+
+/** Acknowledged entries recorded in one transaction (see `recordApplied`). */
+const APPLIED_FLUSH_ENTRIES = 65536;
 import {
   ancestors,
   OP_DELETE,
@@ -70,6 +74,8 @@ export interface DrainResult {
 
 interface Op {
   key: string;
+  /** the key's UTF-8 bytes */
+  keyBuf: Buffer;
   flag: number;
   value?: Buffer;
   seqs: number[];
@@ -136,11 +142,14 @@ class DrainRun {
   keys = 0;
   entries = 0;
   private error: unknown;
+  /** acknowledged ops not yet recorded in the journal, and their entry count */
+  private acked: number[][] = [];
+  private ackedEntries = 0;
+  private readonly flushes = new Set<Promise<unknown>>();
   private readonly inflight = new Set<Promise<void>>();
+  private windowSize = 256;
   private readonly locks = new Map<string, Promise<void>>();
   private readonly prefixLocks = new Map<string, Promise<void>>();
-  /** in-flight batches holding a key under each ancestor prefix */
-  private readonly under = new Map<string, Set<Promise<void>>>();
 
   constructor(
     private readonly deps: DrainerDeps,
@@ -160,6 +169,8 @@ class DrainRun {
       window = await next;
     }
     await Promise.all(this.inflight);
+    this.flushApplied();
+    await Promise.all(this.flushes);
     if (this.error) throw this.error;
     if (this.signal?.aborted) throw new PortwireError('drain aborted');
     return cursor;
@@ -171,11 +182,13 @@ class DrainRun {
 
   private async read(afterSeq: number): Promise<DrainWindow> {
     const { limits, pool, journal } = this.deps;
+    // small first windows start the pipeline fast; they double up to the limit
+    this.windowSize = Math.min(limits.windowEntries, this.windowSize * 2);
     const task: DrainWindowTask = {
       kind: 'drainWindow',
       path: journal.path,
       afterSeq,
-      maxEntries: limits.windowEntries,
+      maxEntries: this.windowSize,
       maxOps: limits.maxOps,
       maxBytes: Math.min(limits.maxTxnBytes, limits.maxRequestBytes - 1024),
       maxOpBytes: limits.maxRequestBytes - 512,
@@ -207,6 +220,8 @@ class DrainRun {
       const normal = oversize.length ? ops.filter((o) => !(o.flag & OP_OVERSIZE)) : ops;
       if (normal.length) await this.submit(normal);
       for (const op of oversize) await this.submit([op]);
+      // let responses and host calls in between batches: keeps the event loop responsive
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -215,8 +230,9 @@ class DrainRun {
     const key = w.keys[i];
     const seqs = Array.from(w.seqs.subarray(w.seqOffsets[i], w.seqOffsets[i + 1]));
     const flag = w.flags[i];
-    const op: Op = { key, flag, seqs };
-    if ((flag & 3) === 0) op.value = Buffer.from(w.values.subarray(w.valueOffsets[i], w.valueOffsets[i + 1]));
+    const keyBuf = view(w.keyBytes, w.keyOffsets[i], w.keyOffsets[i + 1]);
+    const op: Op = { key, keyBuf, flag, seqs };
+    if ((flag & 3) === 0) op.value = view(w.values, w.valueOffsets[i], w.valueOffsets[i + 1]);
     if ((flag & 3) === OP_DELETE_PREFIX) this.absorbDeferredUnder(op);
     const d = this.deferred.get(key);
     if (d) {
@@ -252,48 +268,30 @@ class DrainRun {
   }
 
   private lock(op: Op, p: Promise<void>): void {
-    if ((op.flag & 3) === OP_DELETE_PREFIX) {
-      this.prefixLocks.set(op.key, p);
-      return;
-    }
-    this.locks.set(op.key, p);
-    for (const a of ancestors(op.key)) {
-      let set = this.under.get(a);
-      if (!set) this.under.set(a, (set = new Set()));
-      set.add(p);
-    }
+    ((op.flag & 3) === OP_DELETE_PREFIX ? this.prefixLocks : this.locks).set(op.key, p);
   }
 
   private unlock(op: Op, p: Promise<void>): void {
-    if ((op.flag & 3) === OP_DELETE_PREFIX) {
-      if (this.prefixLocks.get(op.key) === p) this.prefixLocks.delete(op.key);
-      return;
-    }
-    if (this.locks.get(op.key) === p) this.locks.delete(op.key);
-    for (const a of ancestors(op.key)) {
-      const set = this.under.get(a);
-      set?.delete(p);
-      if (set?.size === 0) this.under.delete(a);
-    }
+    const locks = (op.flag & 3) === OP_DELETE_PREFIX ? this.prefixLocks : this.locks;
+    if (locks.get(op.key) === p) locks.delete(op.key);
   }
 
   /**
    * In-flight batches `ops` must follow: those holding one of its keys, a
-   * prefix delete covering one of them, or (for a prefix delete) any key under it.
+   * prefix delete covering one of them, or (for a prefix delete) any key or
+   * prefix under it. Prefix deletes are rare: they scan the locks.
    */
   private conflicts(ops: Op[]): Set<Promise<void>> {
     const waits = new Set<Promise<void>>();
-    const prefixes = this.prefixLocks.size > 0;
     for (const op of ops) {
       if ((op.flag & 3) === OP_DELETE_PREFIX) {
-        for (const p of this.under.get(op.key) ?? []) waits.add(p);
-        const same = this.prefixLocks.get(op.key);
-        if (same) waits.add(same);
-      } else {
-        const lock = this.locks.get(op.key);
-        if (lock) waits.add(lock);
+        for (const [key, p] of this.locks) if (key.startsWith(op.key)) waits.add(p);
+        for (const [key, p] of this.prefixLocks) if (key.startsWith(op.key) || op.key.startsWith(key)) waits.add(p);
+        continue;
       }
-      if (prefixes) {
+      const lock = this.locks.get(op.key);
+      if (lock) waits.add(lock);
+      if (this.prefixLocks.size > 0) {
         for (const a of ancestors(op.key)) {
           const p = this.prefixLocks.get(a);
           if (p) waits.add(p);
@@ -311,11 +309,12 @@ class DrainRun {
         ops.map(toRequest),
         this.deps.limits.callTimeoutMs,
       );
-      const seqs = ops.flatMap((o) => o.seqs);
-      await this.deps.journal.remove(seqs);
+      let entries = 0;
+      for (const o of ops) entries += o.seqs.length;
+      this.recordApplied(ops);
       this.keys += ops.length;
-      this.entries += seqs.length;
-      this.deps.onEvent?.({ type: 'applied', keys: ops.length, entries: seqs.length, revision });
+      this.entries += entries;
+      this.deps.onEvent?.({ type: 'applied', keys: ops.length, entries, revision });
     } catch (err) {
       if (!(err instanceof EtcdRejectedError) || this.stopped()) {
         this.error ??= err;
@@ -328,6 +327,43 @@ class DrainRun {
       }
       await this.failEntry(ops[0], err.message);
     }
+  }
+
+  /**
+   * Acknowledged entries leave the journal (and their values become the
+   * applied state) in large transactions run by a pool worker: recording them
+   * per txn batch would dirty the same random pages of the applied state again
+   * and again. Until then they stay in the journal; a new leader would resend
+   * them, which is idempotent.
+   */
+  private recordApplied(ops: Op[]): void {
+    for (const o of ops) {
+      this.acked.push(o.seqs);
+      this.ackedEntries += o.seqs.length;
+    }
+    if (this.ackedEntries >= APPLIED_FLUSH_ENTRIES) this.flushApplied();
+  }
+
+  private flushApplied(): void {
+    if (this.acked.length === 0) return;
+    const seqs = new Float64Array(this.ackedEntries);
+    const seqOffsets = new Uint32Array(this.acked.length + 1);
+    let n = 0;
+    this.acked.forEach((group, i) => {
+      for (const s of group) seqs[n++] = s;
+      seqOffsets[i + 1] = n;
+    });
+    this.acked = [];
+    this.ackedEntries = 0;
+    const task: AppliedTask = { kind: 'applied', path: this.deps.journal.path, seqs, seqOffsets };
+    const p: Promise<unknown> = this.deps.pool.run(task).then(
+      () => this.flushes.delete(p),
+      (err: unknown) => {
+        this.flushes.delete(p);
+        this.error ??= err;
+      },
+    );
+    this.flushes.add(p);
   }
 
   private async failEntry(op: Op, error: string): Promise<void> {
@@ -346,8 +382,13 @@ class DrainRun {
   }
 }
 
+/** A Buffer view of `bytes[from, to)`, without copying. */
+function view(bytes: Uint8Array, from: number, to: number): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + from, to - from);
+}
+
 function toRequest(op: Op): IRequestOp {
-  const key = Buffer.from(op.key);
+  const key = op.keyBuf;
   const kind = op.flag & 3;
   if (kind === OP_DELETE_PREFIX) return { request_delete_range: { key, range_end: prefixEnd(key) } };
   if (kind === OP_DELETE) return { request_delete_range: { key } };

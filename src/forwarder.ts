@@ -30,10 +30,18 @@ export function etcdForwarder(deps: ForwarderDeps) {
   const drainer = new Drainer({ ...deps.drainer, log: deps.log });
   let lastToken: string | undefined;
   let maxOps = deps.maxTxnOps;
+  const probe = async (): Promise<number> => {
+    const n = await probeMaxTxnOps(deps.drainer.client, deps.drainer.limits.callTimeoutMs);
+    deps.log.info({ maxTxnOps: n }, 'read txn op limit from etcd');
+    return n;
+  };
+  // read the limit early, while the election runs; a failure is retried at the first drain
+  let probing: Promise<number | undefined> | undefined =
+    maxOps === undefined ? probe().catch(() => undefined) : undefined;
   const drain = fromPromise<DrainOutput, { term: Term }>(async ({ input, signal }) => {
     if (maxOps === undefined) {
-      maxOps = await probeMaxTxnOps(deps.drainer.client, deps.drainer.limits.callTimeoutMs);
-      deps.log.info({ maxTxnOps: maxOps }, 'read txn op limit from etcd');
+      maxOps = (await probing) ?? (await probe());
+      probing = undefined;
     }
     deps.drainer.limits.maxOps = maxOps;
     if (input.term.token !== lastToken) {

@@ -1,38 +1,32 @@
 /**
  * The durable journal: one LMDB environment per data directory with named
- * databases — `journal` (seq → entry), `desired` (key → value, updated in the
- * same transaction as each append), `dead` (dead letters), `attempts`
- * (seq → failed attempts) and `meta` (the sequence counter). Several processes
- * may open the same directory: all append, the elected forwarder drains.
+ * databases — `journal` (seq → entry), `applied` (key → the value etcd
+ * acknowledged last, updated in the same transaction that removes the applied
+ * entries), `dead` (dead letters), `attempts` (seq → failed attempts),
+ * `groups` (security-group rules) and `meta` (the sequence counter). Several
+ * processes may open the same directory: all append, the elected forwarder drains.
+ *
+ * The desired state — what etcd must converge to — is `applied`, overlaid by
+ * the dead letters and then by the waiting entries, in sequence order. Keeping
+ * it that way, rather than rewriting a key → value table on every append,
+ * keeps appends to sequential pages: an append transaction with random keys
+ * dirties a page per key and halved throughput (measured: ~25k vs ~50k
+ * appends/s with 1,000 calls in flight).
  *
  * Appends are group-committed (lmdb-js batches the transactions of one event
  * turn) and resolve only after the commit is fsync'd. Entries leave the
- * journal only through {@link Journal.remove} (after etcd acknowledged them)
+ * journal only through {@link Journal.applied} (after etcd acknowledged them)
  * or {@link Journal.fail} (to the dead letters).
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { JournalFullError, PortwireError } from './errors.ts';
+import { decodeEntry, encodeEntry, type StoredEntry } from './journal-entry.ts';
+import { appliedDbsOf, recordApplied, type AppliedDbs } from './apply-applied.ts';
 import type { JournalOp } from './types.ts';
 
-/** A journal entry as stored: key, value (`null` deletes), prefix flag, append time. */
-export interface StoredEntry {
-  k: string;
-  v: unknown | null;
-  p?: 1;
-  /** `v` is JSON text already */
-  j?: 1;
-  t: number;
-}
-
-/** A desired value stored as JSON text (pre-encoded ops). */
-interface EncodedValue {
-  $json: string;
-}
-
-const isEncoded = (v: unknown): v is EncodedValue =>
-  typeof v === 'object' && v !== null && typeof (v as EncodedValue).$json === 'string';
+export type { StoredEntry } from './journal-entry.ts';
 
 /** The security-group records kept beside the journal (the rules each group's value is built from). */
 export interface GroupRecord {
@@ -52,7 +46,8 @@ export interface GroupAccess {
 export interface DeadLetter {
   id: number;
   key: string;
-  value: unknown | null;
+  /** JSON text of the value; null for a delete */
+  value: string | null;
   prefix: boolean;
   seqs: number[];
   attempts: number;
@@ -84,15 +79,23 @@ export class Journal {
   private constructor(
     readonly dataDir: string,
     readonly path: string,
-    private readonly root: RootDatabase,
-    private readonly entries: Database<StoredEntry, number>,
-    private readonly desired: Database<unknown, string>,
-    private readonly dead: Database<DeadLetter, number>,
-    private readonly attempts: Database<number, number>,
+    private readonly dbs: AppliedDbs,
     private readonly meta: Database<number, string>,
     private readonly groups: Database<GroupRecord, string>,
     private readonly now: () => number,
-  ) {}
+  ) {
+    this.root = dbs.root;
+    this.entries = dbs.entries;
+    this.appliedValues = dbs.applied;
+    this.dead = dbs.dead;
+    this.attempts = dbs.attempts;
+  }
+
+  private readonly root: RootDatabase;
+  private readonly entries: Database<Buffer, number>;
+  private readonly appliedValues: Database<Buffer, string>;
+  private readonly dead: Database<DeadLetter, number>;
+  private readonly attempts: Database<number, number>;
 
   /** Opens (creating if needed) the journal of `dataDir`. */
   static open(dataDir: string, options: JournalOptions = {}): Journal {
@@ -104,11 +107,7 @@ export class Journal {
     return new Journal(
       dataDir,
       path,
-      root,
-      db<StoredEntry, number>('journal'),
-      db<unknown, string>('desired'),
-      db<DeadLetter, number>('dead'),
-      db<number, number>('attempts'),
+      appliedDbsOf(root),
       db<number, string>('meta'),
       db<GroupRecord, string>('groups'),
       options.now ?? Date.now,
@@ -144,11 +143,8 @@ export class Journal {
         let seq = this.meta.get('seq') ?? 0;
         for (const op of ops) {
           seq++;
-          const entry: StoredEntry =
-            op.json !== undefined ? { k: op.key, v: op.json, j: 1, t } : { k: op.key, v: op.value ?? null, t };
-          if (op.prefix) entry.p = 1;
-          this.entries.put(seq, entry);
-          this.applyDesired(op);
+          const json = op.json ?? (op.value === null || op.value === undefined || op.prefix ? null : JSON.stringify(op.value));
+          this.entries.put(seq, encodeEntry(op.key, json, op.prefix === true, t));
         }
         this.meta.put('seq', seq);
         last = seq;
@@ -178,29 +174,16 @@ export class Journal {
     return this.groups.get(sgId);
   }
 
-  private applyDesired(op: JournalOp): void {
-    if (op.prefix) {
-      for (const key of this.desired.getKeys({ start: op.key, end: `${op.key}\uffff` })) {
-        this.desired.remove(key);
-      }
-    } else if (op.json !== undefined) {
-      this.desired.put(op.key, { $json: op.json } satisfies EncodedValue);
-    } else if (op.value === null || op.value === undefined) {
-      this.desired.remove(op.key);
-    } else {
-      this.desired.put(op.key, op.value);
-    }
-  }
-
-  /** Removes entries that etcd acknowledged (and their attempt counters). */
-  remove(seqs: ArrayLike<number>): Promise<boolean> {
-    return this.root.transaction(() => {
-      for (let i = 0; i < seqs.length; i++) {
-        this.entries.remove(seqs[i]);
-        this.attempts.remove(seqs[i]);
-      }
-      return true;
-    });
+  /**
+   * Removes entries etcd acknowledged and records the values it now holds, in
+   * one transaction; dead letters they supersede are dropped. Each element is
+   * the seqs of one coalesced key (see `apply-applied.ts`).
+   */
+  applied(ops: readonly (readonly number[])[]): Promise<void> {
+    const seqs = ops.flat();
+    const offsets = [0];
+    for (const op of ops) offsets.push(offsets[offsets.length - 1] + op.length);
+    return this.root.transaction(() => recordApplied(this.dbs, seqs, offsets));
   }
 
   /**
@@ -217,7 +200,8 @@ export class Journal {
     let result = { attempts: 0, dead: false };
     await this.root.transaction(() => {
       const attempts = (this.attempts.get(first) ?? 0) + 1;
-      const entry = this.entries.get(seqs[seqs.length - 1]);
+      const raw = this.entries.get(Math.max(...seqs));
+      const entry = raw && decodeEntry(raw);
       if (!entry) {
         result = { attempts, dead: false };
         return;
@@ -233,7 +217,7 @@ export class Journal {
         id,
         key: entry.k,
         value: entry.v,
-        prefix: entry.p === 1,
+        prefix: entry.p,
         seqs: [...seqs],
         attempts,
         error,
@@ -272,12 +256,8 @@ export class Journal {
       for (const { key: id, value: letter } of this.dead.getRange({})) {
         if (wanted && !wanted.has(id)) continue;
         seq++;
-        const d = letter.prefix ? null : (this.desired.get(letter.key) ?? null);
-        const entry: StoredEntry = isEncoded(d)
-          ? { k: letter.key, v: d.$json, j: 1, t: this.now() }
-          : { k: letter.key, v: d, t: this.now() };
-        if (letter.prefix) entry.p = 1;
-        this.entries.put(seq, entry);
+        const d = letter.prefix ? null : (this.desiredJson(letter.key) ?? null);
+        this.entries.put(seq, encodeEntry(letter.key, d, letter.prefix, this.now()));
         this.dead.remove(id);
         count++;
       }
@@ -300,7 +280,7 @@ export class Journal {
 
   /** The oldest waiting entry's append time, or undefined when empty. */
   oldestEntryTime(): number | undefined {
-    for (const { value } of this.entries.getRange({ limit: 1 })) return value.t;
+    for (const { value } of this.entries.getRange({ limit: 1 })) return decodeEntry(value).t;
     return undefined;
   }
 
@@ -309,29 +289,71 @@ export class Journal {
     return [
       ...this.entries
         .getRange({ start: afterSeq + 1, limit })
-        .map(({ key, value }) => ({ seq: key, entry: value })),
+        .map(({ key, value }) => ({ seq: key, entry: decodeEntry(value) })),
     ];
   }
 
   /** The desired value of `key` (what etcd must converge to), or undefined. */
   desiredValue(key: string): unknown {
-    const v = this.desired.get(key);
-    return isEncoded(v) ? JSON.parse(v.$json) : v;
+    const json = this.desiredJson(key);
+    return json === undefined ? undefined : JSON.parse(json);
   }
 
-  /** The desired value of `key` as the JSON text etcd must hold, or undefined. */
+  /**
+   * The desired value of `key` as the JSON text etcd must hold, or undefined
+   * when the key must not exist: the newest waiting entry or dead letter that
+   * sets or deletes it, else the value etcd acknowledged.
+   */
   desiredJson(key: string): string | undefined {
-    const v = this.desired.get(key);
-    if (v === undefined) return undefined;
-    return isEncoded(v) ? v.$json : JSON.stringify(v);
+    const touches = (k: string, prefix: boolean) => (prefix ? key.startsWith(k) : k === key);
+    let best: { seq: number; json: string | null } | undefined;
+    for (const { key: seq, value } of this.entries.getRange({ reverse: true, snapshot: false })) {
+      const e = decodeEntry(value);
+      if (touches(e.k, e.p)) {
+        best = { seq, json: e.p ? null : e.v };
+        break;
+      }
+    }
+    for (const letter of this.dead.getRange({}).map(({ value }) => value)) {
+      const seq = Math.max(...letter.seqs);
+      if (touches(letter.key, letter.prefix) && seq > (best?.seq ?? -1)) best = { seq, json: letter.prefix ? null : letter.value };
+    }
+    if (best) return best.json ?? undefined;
+    return this.appliedValues.get(key)?.toString('utf8');
   }
 
-  /** Iterates the desired state in key order, values as JSON text (for resync and verification). */
-  *desiredEntries(prefix = ''): Generator<[string, string]> {
+  /**
+   * The whole desired state under `prefix`, in key order, values as JSON text
+   * (for resync and verification): the acknowledged values, overlaid by the
+   * dead letters and the waiting entries in sequence order.
+   */
+  desiredEntries(prefix = ''): [string, string][] {
+    const state = new Map<string, string>();
     const range = prefix
-      ? this.desired.getRange({ start: prefix, end: `${prefix}\uffff`, snapshot: false })
-      : this.desired.getRange({ snapshot: false });
-    for (const { key, value } of range) yield [key, isEncoded(value) ? value.$json : JSON.stringify(value)];
+      ? this.appliedValues.getRange({ start: prefix, end: `${prefix}\uffff`, snapshot: false })
+      : this.appliedValues.getRange({ snapshot: false });
+    for (const { key, value } of range) state.set(key, value.toString('utf8'));
+    const changes: { seq: number; key: string; json: string | null; prefix: boolean }[] = [];
+    for (const l of this.dead.getRange({}).map(({ value }) => value)) {
+      changes.push({ seq: Math.max(...l.seqs), key: l.key, json: l.value, prefix: l.prefix });
+    }
+    for (const { key: seq, value } of this.entries.getRange({ snapshot: false })) {
+      const e = decodeEntry(value);
+      changes.push({ seq, key: e.k, json: e.v, prefix: e.p });
+    }
+    changes.sort((a, b) => a.seq - b.seq);
+    for (const c of changes) {
+      if (c.prefix) {
+        for (const k of state.keys()) if (k.startsWith(c.key)) state.delete(k);
+      } else if (!c.key.startsWith(prefix)) {
+        continue;
+      } else if (c.json === null) {
+        state.delete(c.key);
+      } else {
+        state.set(c.key, c.json);
+      }
+    }
+    return [...state].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   }
 
   /**

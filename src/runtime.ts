@@ -119,6 +119,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.client = createEtcdClient(o.etcd);
     this.pool = createPool({ size: o.poolSize });
     this.secgroups = new SecurityGroups(this.journal, this.pool, this.keys);
+    await this.warmPool(this.pool, this.journal);
     this.state = 'running';
     if (!o.forwarder) return;
     const log = roleLogger(this.log, FORWARDER_ROLE);
@@ -181,6 +182,12 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     });
     this.supervisor.start();
     this.unwatchKick = this.journal.onKick(() => this.kick());
+  }
+
+  /** Starts the pool's threads and opens the journal in them, so the first drain does not wait for it. */
+  private async warmPool(pool: Piscina, journal: Journal): Promise<void> {
+    const task = { kind: 'drainWindow', path: journal.path, afterSeq: 0, maxEntries: 0, maxOps: 1, maxBytes: 1, maxOpBytes: 1 };
+    await Promise.all(Array.from({ length: this.options.poolSize }, () => pool.run(task)));
   }
 
   /** The root actor (for the inspector and tests). */

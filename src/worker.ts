@@ -7,6 +7,7 @@
  */
 import type { PoolTask } from './pool.ts';
 import drainWindow from './drain-window.ts';
+import applied from './apply-applied.ts';
 import translateGroups from './translate-task.ts';
 
 type Handler = (task: any) => unknown;
@@ -14,6 +15,7 @@ type Handler = (task: any) => unknown;
 const tasks: Record<string, Handler> = {
   echo: (task: PoolTask) => task,
   drainWindow,
+  applied,
   translateGroups,
 };
 

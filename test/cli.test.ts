@@ -212,7 +212,7 @@ describe('portwire journal', () => {
     try {
       expect(after.depth()).toBe(1);
       expect(after.deadLetters()).toHaveLength(0);
-      expect(after.read(0, 1)[0].entry.v).toEqual({ mac_address: 'fa:16:3e:00:00:01' });
+      expect(JSON.parse(after.read(0, 1)[0].entry.v!)).toEqual({ mac_address: 'fa:16:3e:00:00:01' });
     } finally {
       await after.close();
     }

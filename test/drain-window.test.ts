@@ -111,14 +111,26 @@ describe('drain window', () => {
 });
 
 describe('journal', () => {
-  it('keeps the desired state in step with appends, prefix deletes included', async () => {
+  it('the desired state is the acknowledged values overlaid by dead letters and waiting entries', async () => {
     await journal.append([
       { key: '/g/d/1', value: 1 },
       { key: '/g/d/2', value: 2 },
       { key: '/g/e', value: 3 },
     ]);
-    await journal.append([{ key: '/g/d/', value: null, prefix: true }]);
-    expect([...journal.desiredEntries('/g/')]).toEqual([['/g/e', '3']]);
+    expect(journal.desiredEntries('/g/')).toEqual([['/g/d/1', '1'], ['/g/d/2', '2'], ['/g/e', '3']]);
+    await journal.applied([[1], [2]]);
+    await journal.append([{ key: '/g/d/', value: null, prefix: true }, { key: '/g/d/3', value: 33 }]);
+    expect(journal.desiredEntries('/g/')).toEqual([['/g/d/3', '33'], ['/g/e', '3']]);
+    expect(journal.desiredJson('/g/d/1')).toBeUndefined();
+    expect(journal.desiredJson('/g/d/3')).toBe('33');
+    // /g/e fails for good: still desired (a dead letter), until a newer value is applied
+    await journal.fail([3], 'boom', 1);
+    expect(journal.desiredJson('/g/e')).toBe('3');
+    await journal.append([{ key: '/g/e', value: 4 }]);
+    expect(journal.desiredJson('/g/e')).toBe('4');
+    await journal.applied([[6]]);
+    expect(journal.deadLetters()).toEqual([]);
+    expect(journal.desiredEntries('/g/')).toEqual([['/g/d/3', '33'], ['/g/e', '4']]);
   });
 
   it('dead-letters after max attempts and re-queues the current desired value', async () => {
@@ -126,11 +138,10 @@ describe('journal', () => {
     expect(await journal.fail([1], 'boom', 2)).toEqual({ attempts: 1, dead: false });
     expect(await journal.fail([1], 'boom', 2)).toEqual({ attempts: 2, dead: true });
     expect(journal.depth()).toBe(0);
-    expect(journal.deadLetters()).toMatchObject([{ key: '/k', value: 'old', attempts: 2, error: 'boom', seqs: [1] }]);
+    expect(journal.deadLetters()).toMatchObject([{ key: '/k', value: '"old"', attempts: 2, error: 'boom', seqs: [1] }]);
     await journal.append([{ key: '/k', value: 'new' }]);
-    await journal.remove([2]);
     expect(await journal.retryDead()).toBe(1);
     expect(journal.deadLetters()).toEqual([]);
-    expect(journal.read(0, 10).map((r) => r.entry.v)).toEqual(['new']);
+    expect(journal.read(0, 10).map((r) => r.entry.v)).toEqual(['"new"', '"new"']);
   });
 });

@@ -92,10 +92,15 @@ function expected(r: Record<string, unknown>): Expected {
     proto = p;
   } else if (typeof p === 'string') {
     const lower = p.toLowerCase();
-    if (p in REF_TABLE) proto = REF_TABLE[p];
-    else if (p in ADDED_NAMES) (proto = ADDED_NAMES[p]), fixes.push('PROTOCOL_NAME_ADDED');
-    else if (lower in REF_TABLE || lower in ADDED_NAMES) (proto = REF_TABLE[lower] ?? ADDED_NAMES[lower]), fixes.push('PROTOCOL_NAME_CASE');
-    else if (/^[0-9]+$/.test(p)) {
+    const known = (name: string) => (Object.hasOwn(REF_TABLE, name) ? REF_TABLE[name] : Object.hasOwn(ADDED_NAMES, name) ? ADDED_NAMES[name] : -1);
+    if (Object.hasOwn(REF_TABLE, p)) proto = REF_TABLE[p];
+    else if (known(p) >= 0) {
+      proto = known(p);
+      fixes.push('PROTOCOL_NAME_ADDED');
+    } else if (known(lower) >= 0) {
+      proto = known(lower);
+      fixes.push('PROTOCOL_NAME_CASE');
+    } else if (/^[0-9]+$/.test(p)) {
       if (Number(p) > 255) return fail('protocol', 'PROTOCOL_OUT_OF_RANGE');
       proto = Number(p);
     } else return fail('protocol', 'PROTOCOL_TEXT_NOT_PLAIN');

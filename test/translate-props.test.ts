@@ -12,7 +12,7 @@ import { createPool } from '../src/pool.ts';
 import {
   encodeSecurityGroup, securityGroupToAcl, securityGroupToJson, translateRule, validateRule, type NeutronRule,
 } from '../src/translate.ts';
-import { translateGroupsInPool } from '../src/translate-pool.ts';
+import { streamGroupsInPool, translateGroupsInPool } from '../src/translate-pool.ts';
 
 const NAMES: Record<string, number> = {
   tcp: 6, udp: 17, icmp: 1, icmpv6: 58, ah: 51, dccp: 33, egp: 8, esp: 50, gre: 47, igmp: 2, 'ipv6-encap': 41, 'ipv6-frag': 44,
@@ -113,6 +113,22 @@ describe('translation properties', () => {
     );
   });
 
+  it('encodeSecurityGroup equals JSON.stringify for any value of the AclRule shape', () => {
+    const num = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(0, -0, -1, 65535, 2 ** 31, -(2 ** 31), 1e21));
+    const str = fc.oneof(fc.constant(null), fc.string(), fc.string({ unit: 'grapheme' }), fc.string({ unit: 'binary' }));
+    const acl = fc.record({
+      is_ipv6: fc.oneof(fc.constantFrom(0, 1), num), remote_ip_addr: str, ip_prefix_len: num,
+      remote_group_id: str, protocol: num, port_min: num, port_max: num,
+    });
+    fc.assert(
+      fc.property(fc.array(acl, { maxLength: 8 }), fc.array(acl, { maxLength: 8 }), (ingress, egress) => {
+        const value = { ingress_rules: ingress, egress_rules: egress } as unknown as Parameters<typeof encodeSecurityGroup>[0];
+        expect(encodeSecurityGroup(value)).toBe(JSON.stringify(value));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   describe('through a real pool (1 thread)', () => {
     let pool: Piscina;
     beforeAll(() => {
@@ -122,7 +138,7 @@ describe('translation properties', () => {
       await pool.destroy();
     });
 
-    it('pool translation equals inline translation', async () => {
+    it('pool translation (owned and streamed) equals inline translation, slots reused across calls', async () => {
       const groupsArb = fc.array(
         fc.uuid().chain((id) => fc.record({ id: fc.constant(id), rules: fc.array(ruleArb(fc.constantFrom(id, id, id, 'other')), { maxLength: 60 }) })),
         { minLength: 1, maxLength: 30 },
@@ -131,10 +147,27 @@ describe('translation properties', () => {
         fc.asyncProperty(groupsArb, async (groups) => {
           const values = await translateGroupsInPool(pool, groups);
           expect(values).toHaveLength(groups.length);
-          groups.forEach((g, i) => expect(Buffer.from(values[i]).toString('utf8')).toBe(securityGroupToJson(g.id, g.rules)));
+          const inline = groups.map((g) => securityGroupToJson(g.id, g.rules));
+          expect(values).toEqual(inline);
+          const streamed = new Array<string>(groups.length);
+          await streamGroupsInPool(pool, groups, (i, json) => (streamed[i] = Buffer.from(json).toString('utf8')));
+          expect(streamed).toEqual(inline);
         }),
         { numRuns: 60 },
       );
+    });
+
+    it('a batch larger than the slots in flight (the main thread helps from the back) equals inline', async () => {
+      const rules = fc.sample(ruleArb(fc.constant('x')), { numRuns: 12_000, seed: 7 });
+      const groups = Array.from({ length: 120 }, (_, g) => {
+        const id = `sg-${g}`;
+        return { id, rules: rules.slice(g * 100, g * 100 + 100).map((r) => ({ ...r, security_group_id: id })) };
+      });
+      const inline = groups.map((g) => securityGroupToJson(g.id, g.rules));
+      expect(await translateGroupsInPool(pool, groups)).toEqual(inline);
+      const streamed = new Array<string>(groups.length);
+      await streamGroupsInPool(pool, groups, (i, json) => (streamed[i] = Buffer.from(json).toString('utf8')));
+      expect(streamed).toEqual(inline);
     });
   });
 
