@@ -17,6 +17,21 @@ export interface AppliedDbs {
   applied: Database<Buffer, string>;
   attempts: Database<number, number>;
   dead: Database<DeadLetter, number>;
+  /** counters and the drain fence (`drainToken`) */
+  meta: Database<number | string, string>;
+}
+
+/** The meta key holding the term token of the forwarder that may change the journal's head. */
+export const DRAIN_TOKEN = 'drainToken';
+
+/**
+ * True when `token` is the term that last claimed the journal (see
+ * `Journal.claimDrain`); call inside a write transaction. A deposed leader's
+ * late removals would tear the view of the leader that replaced it, so they
+ * are refused: the journal is fenced like etcd.
+ */
+export function holdsDrain(dbs: AppliedDbs, token: string | undefined): boolean {
+  return token === undefined || dbs.meta.get(DRAIN_TOKEN) === token;
 }
 
 /** Opens the databases of the journal at `path` (lmdb-js shares the environment within a process). */
@@ -32,6 +47,7 @@ export function appliedDbsOf(root: RootDatabase): AppliedDbs {
     applied: root.openDB<Buffer, string>({ name: 'applied', encoding: 'binary' }),
     attempts: root.openDB<number, number>({ name: 'attempts', encoding: 'msgpack' }),
     dead: root.openDB<DeadLetter, number>({ name: 'dead', encoding: 'msgpack' }),
+    meta: root.openDB<number | string, string>({ name: 'meta', encoding: 'msgpack' }),
   };
 }
 
@@ -76,6 +92,8 @@ function purgeDead(dbs: AppliedDbs, key: string, prefix: boolean, newest: number
 export interface AppliedTask {
   kind: 'applied';
   path: string;
+  /** the term token of the forwarder recording them */
+  token: string;
   seqs: Float64Array;
   seqOffsets: Uint32Array;
 }
@@ -83,12 +101,14 @@ export interface AppliedTask {
 let cached: { path: string; dbs: AppliedDbs } | undefined;
 
 /** The pool task: records a batch as applied, in the worker's own write transaction. */
-export default async function appliedTask(task: AppliedTask): Promise<{ ok: true }> {
+export default async function appliedTask(task: AppliedTask): Promise<{ ok: boolean; code?: string }> {
   if (cached?.path !== task.path) cached = { path: task.path, dbs: openAppliedDbs(task.path) };
   const { dbs } = cached;
+  let ok = false;
   dbs.root.transactionSync(() => {
-    recordApplied(dbs, task.seqs, task.seqOffsets);
+    ok = holdsDrain(dbs, task.token);
+    if (ok) recordApplied(dbs, task.seqs, task.seqOffsets);
   });
-  return { ok: true };
+  return ok ? { ok } : { ok, code: 'NOT_LEADER' };
 }
 

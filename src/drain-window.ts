@@ -112,7 +112,6 @@ export default function drainWindow(task: DrainWindowTask): DrainWindow {
   for (const { key: seq, value: raw } of db.getRange({
     start: task.afterSeq + 1,
     limit: task.maxEntries,
-    snapshot: false,
   })) {
     const key = raw.toString('utf8', keyStart, keyEnd(raw));
     if (entryFlags(raw) & FLAG_PREFIX) {

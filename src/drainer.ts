@@ -18,7 +18,7 @@
 import type { Etcd3, IRequestOp } from 'etcd3';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { EtcdRejectedError, PortwireError } from './errors.ts';
+import { EtcdRejectedError, NotLeaderError, PortwireError } from './errors.ts';
 import { fencedTxn, prefixEnd, type Fence } from './etcd.ts';
 import type { Journal } from './journal.ts';
 import type { AppliedTask } from './apply-applied.ts';
@@ -101,12 +101,13 @@ export interface DrainerDeps {
 /** Drains the journal into etcd under a fence. See the module comment. */
 export class Drainer {
   private cursor = 0;
+  private claimed: string | undefined;
   private readonly deferred = new Map<string, Deferred>();
 
   constructor(private readonly deps: DrainerDeps) {}
 
   /** Forgets the cursor and deferrals (a new leadership term starts from the journal's head). */
-  reset(): void {
+  private reset(): void {
     this.cursor = 0;
     this.deferred.clear();
   }
@@ -122,6 +123,12 @@ export class Drainer {
    * @throws EtcdUnavailableError when etcd did not answer (unknown outcome)
    */
   async drain(fence: Fence, signal?: AbortSignal): Promise<DrainResult> {
+    if (fence.token !== this.claimed) {
+      // a new term: claim the journal's head, then start from it
+      this.reset();
+      await this.deps.journal.claimDrain(fence.token);
+      this.claimed = fence.token;
+    }
     const run = new DrainRun(this.deps, fence, this.deferred, signal);
     try {
       this.cursor = await run.execute(this.cursor);
@@ -355,9 +362,12 @@ class DrainRun {
     });
     this.acked = [];
     this.ackedEntries = 0;
-    const task: AppliedTask = { kind: 'applied', path: this.deps.journal.path, seqs, seqOffsets };
+    const task: AppliedTask = { kind: 'applied', path: this.deps.journal.path, token: this.fence.token, seqs, seqOffsets };
     const p: Promise<unknown> = this.deps.pool.run(task).then(
-      () => this.flushes.delete(p),
+      (res) => {
+        this.flushes.delete(p);
+        if (!(res as { ok: boolean }).ok) this.error ??= new NotLeaderError('the journal was claimed by a newer term');
+      },
       (err: unknown) => {
         this.flushes.delete(p);
         this.error ??= err;
@@ -368,7 +378,11 @@ class DrainRun {
 
   private async failEntry(op: Op, error: string): Promise<void> {
     const { journal, limits, now, random, log, onEvent } = this.deps;
-    const { attempts, dead } = await journal.fail(op.seqs, error, limits.maxAttempts);
+    const { attempts, dead, fenced } = await journal.fail(op.seqs, error, limits.maxAttempts, this.fence.token);
+    if (fenced) {
+      this.error ??= new NotLeaderError('the journal was claimed by a newer term');
+      return;
+    }
     if (dead) {
       log.warn({ key: op.key, attempts, error }, 'entry dead-lettered');
       onEvent?.({ type: 'deadLettered', key: op.key, attempts, error });

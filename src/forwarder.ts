@@ -25,10 +25,13 @@ export interface ForwarderDeps {
   random: () => number;
 }
 
-/** Builds the forwarder machine provided with etcd, the journal and the pool. */
+/**
+ * Builds the forwarder machine provided with etcd, the journal and the pool,
+ * and `settled()`, which resolves once the last drain started has finished
+ * (a stopped actor abandons its promise; the pool must outlive it).
+ */
 export function etcdForwarder(deps: ForwarderDeps) {
   const drainer = new Drainer({ ...deps.drainer, log: deps.log });
-  let lastToken: string | undefined;
   let maxOps = deps.maxTxnOps;
   const probe = async (): Promise<number> => {
     const n = await probeMaxTxnOps(deps.drainer.client, deps.drainer.limits.callTimeoutMs);
@@ -39,18 +42,22 @@ export function etcdForwarder(deps: ForwarderDeps) {
   let probing: Promise<number | undefined> | undefined =
     maxOps === undefined ? probe().catch(() => undefined) : undefined;
   const drain = fromPromise<DrainOutput, { term: Term }>(async ({ input, signal }) => {
+    // one drain at a time: a stopped actor's drain may still be finishing
+    await running;
     if (maxOps === undefined) {
       maxOps = (await probing) ?? (await probe());
       probing = undefined;
     }
     deps.drainer.limits.maxOps = maxOps;
-    if (input.term.token !== lastToken) {
-      drainer.reset();
-      lastToken = input.term.token;
-    }
-    return drainer.drain({ key: deps.election.keys.electionKey(FORWARDER_ROLE), token: input.term.token }, signal);
+    const run = drainer.drain({ key: deps.election.keys.electionKey(FORWARDER_ROLE), token: input.term.token }, signal);
+    running = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   });
-  return forwarderMachine.provide({
+  let running: Promise<void> = Promise.resolve();
+  const machine = forwarderMachine.provide({
     actors: {
       election: etcdElection({ ...deps.election, log: deps.log.child({ sub: 'election' }) }),
       drain,
@@ -62,4 +69,5 @@ export function etcdForwarder(deps: ForwarderDeps) {
       },
     },
   });
+  return { machine, settled: () => running };
 }

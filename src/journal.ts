@@ -23,7 +23,7 @@ import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { JournalFullError, PortwireError } from './errors.ts';
 import { decodeEntry, encodeEntry, type StoredEntry } from './journal-entry.ts';
-import { appliedDbsOf, recordApplied, type AppliedDbs } from './apply-applied.ts';
+import { appliedDbsOf, DRAIN_TOKEN, holdsDrain, recordApplied, type AppliedDbs } from './apply-applied.ts';
 import type { JournalOp } from './types.ts';
 
 export type { StoredEntry } from './journal-entry.ts';
@@ -80,7 +80,7 @@ export class Journal {
     readonly dataDir: string,
     readonly path: string,
     private readonly dbs: AppliedDbs,
-    private readonly meta: Database<number, string>,
+    private readonly meta: Database<number | string, string>,
     private readonly groups: Database<GroupRecord, string>,
     private readonly now: () => number,
   ) {
@@ -108,7 +108,7 @@ export class Journal {
       dataDir,
       path,
       appliedDbsOf(root),
-      db<number, string>('meta'),
+      root.openDB<number | string, string>({ name: 'meta', encoding: 'msgpack' }),
       db<GroupRecord, string>('groups'),
       options.now ?? Date.now,
     );
@@ -140,7 +140,7 @@ export class Journal {
       await this.root.transaction(() => {
         const ops = build(this.groupAccess());
         if (!ops) return;
-        let seq = this.meta.get('seq') ?? 0;
+        let seq = (this.meta.get('seq') as number | undefined) ?? 0;
         for (const op of ops) {
           seq++;
           const json = op.json ?? (op.value === null || op.value === undefined || op.prefix ? null : JSON.stringify(op.value));
@@ -179,11 +179,26 @@ export class Journal {
    * one transaction; dead letters they supersede are dropped. Each element is
    * the seqs of one coalesced key (see `apply-applied.ts`).
    */
-  applied(ops: readonly (readonly number[])[]): Promise<void> {
+  applied(ops: readonly (readonly number[])[], token?: string): Promise<boolean> {
     const seqs = ops.flat();
     const offsets = [0];
     for (const op of ops) offsets.push(offsets[offsets.length - 1] + op.length);
-    return this.root.transaction(() => recordApplied(this.dbs, seqs, offsets));
+    return this.root.transaction(() => {
+      if (!holdsDrain(this.dbs, token)) return false;
+      recordApplied(this.dbs, seqs, offsets);
+      return true;
+    });
+  }
+
+  /**
+   * Claims the journal's head for the forwarder of term `token`: from then on
+   * only that term may remove entries (see `holdsDrain`). Resolves when durable.
+   */
+  async claimDrain(token: string): Promise<void> {
+    await this.root.transaction(() => {
+      this.meta.put(DRAIN_TOKEN, token);
+    });
+    await this.root.flushed;
   }
 
   /**
@@ -195,10 +210,15 @@ export class Journal {
     seqs: readonly number[],
     error: string,
     maxAttempts: number,
-  ): Promise<{ attempts: number; dead: boolean }> {
+    token?: string,
+  ): Promise<{ attempts: number; dead: boolean; fenced?: boolean }> {
     const first = seqs[0];
-    let result = { attempts: 0, dead: false };
+    let result: { attempts: number; dead: boolean; fenced?: boolean } = { attempts: 0, dead: false };
     await this.root.transaction(() => {
+      if (!holdsDrain(this.dbs, token)) {
+        result = { attempts: 0, dead: false, fenced: true };
+        return;
+      }
       const attempts = (this.attempts.get(first) ?? 0) + 1;
       const raw = this.entries.get(Math.max(...seqs));
       const entry = raw && decodeEntry(raw);
@@ -211,7 +231,7 @@ export class Journal {
         result = { attempts, dead: false };
         return;
       }
-      const id = (this.meta.get('deadSeq') ?? 0) + 1;
+      const id = ((this.meta.get('deadSeq') as number | undefined) ?? 0) + 1;
       this.meta.put('deadSeq', id);
       this.dead.put(id, {
         id,
@@ -252,7 +272,7 @@ export class Journal {
     let count = 0;
     await this.root.transaction(() => {
       const wanted = ids ? new Set(ids) : undefined;
-      let seq = this.meta.get('seq') ?? 0;
+      let seq = (this.meta.get('seq') as number | undefined) ?? 0;
       for (const { key: id, value: letter } of this.dead.getRange({})) {
         if (wanted && !wanted.has(id)) continue;
         seq++;
@@ -275,7 +295,7 @@ export class Journal {
 
   /** The last sequence number handed out. */
   lastSeq(): number {
-    return this.meta.get('seq') ?? 0;
+    return (this.meta.get('seq') as number | undefined) ?? 0;
   }
 
   /** The oldest waiting entry's append time, or undefined when empty. */

@@ -97,6 +97,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   private unwatchKick?: () => void;
   private terms = new Map<string, Term>();
   private kickPending = false;
+  private forwarderSettled?: () => Promise<void>;
   private state: 'created' | 'running' | 'stopping' | 'stopped' = 'created';
 
   constructor(options: RuntimeOptions = {}) {
@@ -157,7 +158,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         },
       },
     });
-    const machine = supervisorMachine.provide({ actors: { forwarder } });
+    this.forwarderSettled = forwarder.settled;
+    const machine = supervisorMachine.provide({ actors: { forwarder: forwarder.machine } });
     this.supervisor = createActor(machine, {
       input: {
         restartBaseMs: 200,
@@ -490,6 +492,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       clearTimeout(timer);
     }
     sup?.stop();
+    // an aborted drain finishes its in-flight txns and journal writes before the pool goes
+    await this.forwarderSettled?.();
     await this.pool?.destroy();
     this.client?.close();
     await this.journal?.close();

@@ -144,4 +144,16 @@ describe('journal', () => {
     expect(journal.deadLetters()).toEqual([]);
     expect(journal.read(0, 10).map((r) => r.entry.v)).toEqual(['"new"', '"new"']);
   });
+
+  it('is fenced like etcd: after a newer term claims it, a deposed term can neither remove nor dead-letter', async () => {
+    await journal.append([{ key: '/k', value: 1 }, { key: '/j', value: 2 }]);
+    await journal.claimDrain('7');
+    await journal.claimDrain('9');
+    expect(await journal.applied([[1]], '7')).toBe(false);
+    expect(await journal.fail([2], 'boom', 1, '7')).toEqual({ attempts: 0, dead: false, fenced: true });
+    expect(journal.depth()).toBe(2);
+    expect(journal.deadLetters()).toEqual([]);
+    expect(await journal.applied([[1]], '9')).toBe(true);
+    expect(journal.depth()).toBe(1);
+  });
 });
