@@ -1,0 +1,52 @@
+/**
+ * portwire's public surface: the runtime a host process embeds, its options,
+ * errors and input types, the security-group translation, and the managed
+ * etcd used by demos and tests.
+ */
+export { createRuntime, Runtime } from './runtime.ts';
+export type { RuntimeEvents, RuntimeStatus, TransactionOps } from './runtime.ts';
+export type { RuntimeOptions } from './options.ts';
+export type { EtcdConnectionOptions } from './etcd.ts';
+export {
+  PortwireError,
+  ValidationError,
+  JournalFullError,
+  RuntimeStateError,
+  EtcdUnavailableError,
+  EtcdRejectedError,
+  NotLeaderError,
+  TimeoutError,
+  isRecoverable,
+} from './errors.ts';
+export type {
+  AddressPair,
+  BindDecision,
+  BindingLevel,
+  BindingType,
+  FixedIp,
+  Port,
+  PortBind,
+  PortBindingValue,
+  PortDelete,
+  PortUnbind,
+  PortUpdate,
+  Segment,
+} from './types.ts';
+export type { DeadLetter } from './journal.ts';
+export { keyLayout, type KeyLayout } from './keys.ts';
+export {
+  translateRule,
+  securityGroupToAcl,
+  securityGroupToJson,
+  encodeSecurityGroup,
+  validateRule,
+  FIXES,
+  type NeutronRule,
+  type AclRule,
+  type SecurityGroupAcl,
+} from './translate.ts';
+export { translateGroupsInPool, streamGroupsInPool, INLINE_THRESHOLD } from './translate-pool.ts';
+export { defaultRules, type SecurityGroup } from './secgroups.ts';
+export { createPool } from './pool.ts';
+export { createLogger } from './logger.ts';
+export { startManagedEtcd, type ManagedEtcd, type ManagedEtcdOptions } from './managed-etcd.ts';
