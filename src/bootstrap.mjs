@@ -56,12 +56,9 @@ function ensureDependencies() {
   const missing = !existsSync(join(root, 'node_modules')) || installed === undefined;
   if (!missing && (lock === undefined || lock <= installed)) return;
   console.error(`portwire bootstrap: installing npm dependencies (${missing ? 'missing' : 'lockfile changed'})`);
-  const flags = ['--no-audit', '--no-fund'];
-  if (lock !== undefined) {
-    if (npm(['ci', ...flags], { tolerate: true })) return;
-    console.error('portwire bootstrap: `npm ci` failed (lockfile out of sync?), falling back to `npm install`');
-  }
-  npm(['install', ...flags]);
+  // `npm install` follows the lockfile; `npm ci` refuses it because npm 11 records only this
+  // platform's optional packages of msgpackr-extract (an lmdb dependency)
+  npm(['install', '--no-audit', '--no-fund']);
 }
 
 function isExecutable(path) {
