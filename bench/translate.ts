@@ -13,15 +13,25 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Etcd3, type IRequestOp } from 'etcd3';
+import { pino } from 'pino';
+import { createEtcdClient, deadline, prefixEnd, probeMaxTxnOps } from '../src/etcd.ts';
+import { keyLayout } from '../src/keys.ts';
+import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
+import { resolveOptions, type RuntimeOptions } from '../src/options.ts';
 import { createPool } from '../src/pool.ts';
+import { createRuntime } from '../src/runtime.ts';
+import type { SecurityGroup } from '../src/secgroups.ts';
 import {
-  encodeSecurityGroup, securityGroupToAclUnchecked, securityGroupToJsonUnchecked, validateRule, type NeutronRule,
+  encodeSecurityGroup, securityGroupToAclUnchecked, securityGroupToJson, securityGroupToJsonUnchecked, validateRule, type NeutronRule,
 } from '../src/translate.ts';
 import { INLINE_THRESHOLD, streamGroupsInPool, translateGroupsInPool, type GroupRules } from '../src/translate-pool.ts';
+import { formatTable } from './drain.ts';
+import type { TargetCheck } from './index.ts';
 
 /** Options of {@link runTranslate}; the harness's flags (`quick`, `flags`) are read too. */
 export interface TranslateBenchOptions {
@@ -34,6 +44,12 @@ export interface TranslateBenchOptions {
   /** Timed rounds of each figure (the median is reported; python runs at most 3). @default 5 */
   repeat?: number;
   quick?: boolean;
+  /** Run the end-to-end part alone (`--e2e-only`). @default false */
+  e2eOnly?: boolean;
+  /** Skip the end-to-end part (`--skip-e2e`). @default false */
+  skipE2e?: boolean;
+  /** The end-to-end part's sizes (see {@link EndToEndOptions}). */
+  e2e?: Partial<EndToEndOptions>;
   flags?: Record<string, string | boolean | undefined>;
 }
 
@@ -181,12 +197,10 @@ async function thresholdCurve(all: GroupRules[], groupSize: number): Promise<Cur
 }
 
 /**
- * Runs the benchmark; prints a table and returns its figures and targets
- * (the shape bench/index.ts writes to bench/results/translate.json).
- * @example
- * const report = await runTranslate({ rules: 100_000 });
+ * Parts (a), (b), (c) and the threshold curve: prints their table and returns
+ * their figures and targets.
  */
-export async function runTranslate(opts: TranslateBenchOptions = {}): Promise<Record<string, unknown>> {
+async function runTranslation(opts: TranslateBenchOptions): Promise<PartReport> {
   const flag = (name: string) => opts.flags?.[name];
   const rules = opts.rules ?? (flag('rules') ? Number(flag('rules')) : opts.quick ? 100_000 : 1_000_000);
   const groupSize = opts.groupSize ?? (flag('group-size') ? Number(flag('group-size')) : 100);
@@ -299,10 +313,535 @@ export async function runTranslate(opts: TranslateBenchOptions = {}): Promise<Re
   }
 }
 
+// ---------------------------------------------------------------- end to end
+
+/** What each part of this scenario returns (bench/index.ts's `ScenarioReport`). */
+interface PartReport {
+  figures: Record<string, unknown>;
+  targets: TargetCheck[];
+  params: Record<string, unknown>;
+}
+
+/** Options of the end-to-end part (flags: `--e2e-groups=N --e2e-rules-per-group=N --e2e-in-flight=N --e2e-batch=N`). */
+export interface EndToEndOptions {
+  /** Groups created and drained. @default 10,000 (1,000 with `quick`) */
+  groups: number;
+  /** Realistic rules per group. @default 50 */
+  rulesPerGroup: number;
+  /** `createSecurityGroup` calls in flight in (i) (a sliding window). @default 100 */
+  callsInFlight: number;
+  /** Groups per `createSecurityGroups` call in (ii) (calls made one at a time). @default 500 */
+  batchGroups: number;
+  /** Groups whose etcd value is read back and compared. @default 200 */
+  sample: number;
+}
+
+const E2E_CALL_TIMEOUT_MS = 5000;
+/** Txns in flight of the raw baseline (the drainer's default `batch.inFlight`). */
+const RAW_IN_FLIGHT = 16;
+
+/** The groups of the end-to-end part, as the host passes them, and their expected etcd values. */
+interface E2eData {
+  groups: { id: string; rules: NeutronRule[] }[];
+  sgs: SecurityGroup[];
+  /** `securityGroupToJson(id, rules)` of each group. */
+  values: string[];
+  rules: number;
+}
+
+interface JournalFigures {
+  groups: number;
+  rules: number;
+  /** API calls made. */
+  calls: number;
+  callsInFlight: number;
+  groupsPerCall: number;
+  ms: number;
+  groupsPerSec: number;
+  rulesPerSec: number;
+  callMs: { p50: number; p99: number; max: number };
+  /** CPU ms of this process (all threads) while journaling. */
+  cpuMs: number;
+  journalDepth: number;
+}
+
+interface DrainFigures {
+  keys: number;
+  rules: number;
+  /** From the `leader` event to `drained()`. */
+  ms: number;
+  keysPerSec: number;
+  rulesPerSec: number;
+  /** MB (10^6 bytes) of keys and values per second. */
+  mbPerSec: number;
+  msFromStart: number;
+  startToLeaderMs: number;
+  leaderToFirstAppliedMs: number;
+  /** `applied` events: txns etcd acknowledged. */
+  txnsApplied: number;
+  appliedKeys: number;
+  keysPerTxn: number;
+  bytesPerTxn: number;
+  deadLetters: number;
+  eventLoopDelayMs: { p50: number; p99: number; max: number };
+  cpuMs: number;
+}
+
+interface VerifyFigures {
+  /** Keys under `global/secgroups/`. */
+  secgroupKeys: number;
+  /** Keys under the prefix that are neither secgroup nor election keys. */
+  otherKeys: number;
+  sampled: number;
+  equal: number;
+  wrong: number;
+  missing: number;
+  ok: boolean;
+}
+
+interface ModeFigures {
+  journal: JournalFigures;
+  drain: DrainFigures;
+  verify: VerifyFigures;
+}
+
+interface RawFigures {
+  keys: number;
+  rules: number;
+  txns: number;
+  inFlight: number;
+  ms: number;
+  keysPerSec: number;
+  rulesPerSec: number;
+  mbPerSec: number;
+}
+
+/** Runs `n` tasks with at most `width` running at once (a sliding window, not waves). */
+async function slidingWindow(n: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < n) await task(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(width, n) }, lane));
+}
+
+const pct = (sorted: Float64Array, p: number): number =>
+  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+const ms2 = (x: number): number => Math.round(x * 100) / 100;
+const cpuMsSince = (c0: NodeJS.CpuUsage): number => {
+  const c = process.cpuUsage(c0);
+  return Math.round((c.user + c.system) / 1000);
+};
+
+/** Empties what the run wrote, compacts and defragments: every part starts from the same etcd state. */
+async function resetEtcd(client: Etcd3, runPrefix: string): Promise<void> {
+  const res = await client.kv.deleteRange({ key: Buffer.from(runPrefix), range_end: prefixEnd(Buffer.from(runPrefix)) }, deadline(60_000));
+  await client.kv.compact({ revision: res.header.revision, physical: true }, deadline(60_000));
+  await client.maintenance.defragment(deadline(120_000));
+}
+
+/** The groups, built (and their expected values encoded) before any clock starts. */
+function e2eData(o: EndToEndOptions): E2eData {
+  const groups = realisticGroups(o.groups * o.rulesPerGroup, o.rulesPerGroup, 4242).map((g) => ({ id: g.id, rules: [...g.rules] }));
+  return {
+    groups,
+    sgs: groups.map((g) => ({ id: g.id, security_group_rules: g.rules })),
+    values: groups.map((g) => securityGroupToJson(g.id, g.rules)),
+    rules: o.groups * o.rulesPerGroup,
+  };
+}
+
+/**
+ * Journals every group through the API in a runtime without forwarder:
+ * (i) `perCall`: one `createSecurityGroup` per group, `callsInFlight` at a time;
+ * (ii) `batched`: `createSecurityGroups` with `batchGroups` groups, one call at a time.
+ */
+async function journalGroups(mode: 'perCall' | 'batched', common: RuntimeOptions, data: E2eData, o: EndToEndOptions): Promise<JournalFigures> {
+  const writer = createRuntime({ ...common, forwarder: false });
+  await writer.start();
+  try {
+    const n = data.sgs.length;
+    const calls = mode === 'perCall' ? n : Math.ceil(n / o.batchGroups);
+    const latency = new Float64Array(calls);
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    if (mode === 'perCall') {
+      await slidingWindow(n, o.callsInFlight, async (i) => {
+        const t = performance.now();
+        await writer.createSecurityGroup(data.sgs[i]);
+        latency[i] = performance.now() - t;
+      });
+    } else {
+      for (let c = 0; c < calls; c++) {
+        const batch = data.sgs.slice(c * o.batchGroups, (c + 1) * o.batchGroups);
+        const t = performance.now();
+        await writer.createSecurityGroups(batch);
+        latency[c] = performance.now() - t;
+      }
+    }
+    const ms = performance.now() - t0;
+    const cpuMs = cpuMsSince(c0);
+    const journalDepth = writer.status().journalDepth;
+    latency.sort();
+    return {
+      groups: n,
+      rules: data.rules,
+      calls,
+      callsInFlight: mode === 'perCall' ? o.callsInFlight : 1,
+      groupsPerCall: mode === 'perCall' ? 1 : o.batchGroups,
+      ms: ms2(ms),
+      groupsPerSec: rate(n, ms),
+      rulesPerSec: rate(data.rules, ms),
+      callMs: { p50: ms2(pct(latency, 50)), p99: ms2(pct(latency, 99)), max: ms2(latency[calls - 1]) },
+      cpuMs,
+      journalDepth,
+    };
+  } finally {
+    await writer.stop();
+  }
+}
+
+/** A runtime with the forwarder opens the same data directory and drains it; timed from `leader` to `drained()`. */
+async function drainGroups(common: RuntimeOptions, data: E2eData, totalBytes: number): Promise<DrainFigures> {
+  const drainer = createRuntime({ ...common, forwarder: true });
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  let tLeader = NaN;
+  let tFirstApplied = NaN;
+  let c0: NodeJS.CpuUsage | undefined;
+  let txnsApplied = 0;
+  let appliedKeys = 0;
+  drainer.on('leader', () => {
+    if (!Number.isNaN(tLeader)) return;
+    tLeader = performance.now();
+    c0 = process.cpuUsage();
+    eld.enable();
+  });
+  drainer.on('applied', (e) => {
+    if (Number.isNaN(tFirstApplied)) tFirstApplied = performance.now();
+    txnsApplied++;
+    appliedKeys += e.keys;
+  });
+  try {
+    const s0 = performance.now();
+    await drainer.start();
+    await drainer.drained({ timeoutMs: 600_000 });
+    const tDrained = performance.now();
+    eld.disable();
+    if (!c0) throw new Error('drained without a leader event');
+    const cpuMs = cpuMsSince(c0);
+    const ms = tDrained - tLeader;
+    const n = data.groups.length;
+    const eldMs = (x: number): number => Math.round(x / 1e4) / 100;
+    return {
+      keys: n,
+      rules: data.rules,
+      ms: ms2(ms),
+      keysPerSec: rate(n, ms),
+      rulesPerSec: rate(data.rules, ms),
+      mbPerSec: Math.round(totalBytes / 1e6 / (ms / 1000)),
+      msFromStart: ms2(tDrained - s0),
+      startToLeaderMs: ms2(tLeader - s0),
+      leaderToFirstAppliedMs: ms2(tFirstApplied - tLeader),
+      txnsApplied,
+      appliedKeys,
+      keysPerTxn: Math.round((appliedKeys / txnsApplied) * 10) / 10,
+      bytesPerTxn: Math.round(totalBytes / txnsApplied),
+      deadLetters: drainer.status().deadLetters,
+      eventLoopDelayMs: { p50: eldMs(eld.percentile(50)), p99: eldMs(eld.percentile(99)), max: eldMs(eld.max) },
+      cpuMs,
+    };
+  } finally {
+    await drainer.stop();
+  }
+}
+
+/**
+ * Reads etcd back with an independent client (plain etcd3, not the project's
+ * settings): counts every key under the prefix, and compares the values of
+ * `sample` groups, evenly spread, with `securityGroupToJson(id, rules)` text.
+ */
+async function verifyGroups(endpoints: string[], prefix: string, data: E2eData, sample: number): Promise<VerifyFigures> {
+  const reader = new Etcd3({
+    hosts: endpoints.map((e) => e.replace(/^https?:\/\//, '')),
+    grpcOptions: { 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
+  });
+  try {
+    const keys = keyLayout(prefix);
+    const count = async (p: string): Promise<number> => {
+      const res = await reader.kv.range({ key: Buffer.from(p), range_end: prefixEnd(Buffer.from(p)), count_only: true }, deadline(30_000));
+      return Number(res.count);
+    };
+    const secgroupKeys = await count(`${keys.secgroups}/`);
+    const otherKeys = (await count(`${keys.prefix}/`)) - secgroupKeys - (await count(`${keys.election}/`));
+    const n = data.groups.length;
+    const sampled = Math.min(sample, n);
+    let equal = 0;
+    let wrong = 0;
+    let missing = 0;
+    for (let j = 0; j < sampled; j++) {
+      const g = data.groups[Math.floor((j * n) / sampled)];
+      const res = await reader.kv.range({ key: Buffer.from(keys.secgroup(g.id)) }, deadline(30_000));
+      if (res.kvs.length === 0) missing++;
+      else if (res.kvs[0].value.toString() === securityGroupToJson(g.id, g.rules)) equal++;
+      else wrong++;
+    }
+    return { secgroupKeys, otherKeys, sampled, equal, wrong, missing, ok: secgroupKeys === n && otherKeys === 0 && equal === sampled };
+  } finally {
+    reader.close();
+  }
+}
+
+/**
+ * The physical limit for these values: the same keys and values put by plain
+ * txns (no compare), cut as the drainer cuts them (at most `maxOps` ops and
+ * `maxBytes` of key + value + 16 per op), `RAW_IN_FLIGHT` in flight.
+ */
+async function rawBaseline(client: Etcd3, prefix: string, data: E2eData, maxOps: number, maxBytes: number): Promise<RawFigures> {
+  const layout = keyLayout(prefix);
+  const keys = data.groups.map((g) => Buffer.from(layout.secgroup(g.id)));
+  const values = data.values.map((v) => Buffer.from(v));
+  const starts = [0];
+  let bytes = 0;
+  let total = 0;
+  for (let i = 0, ops = 0; i < keys.length; i++) {
+    const size = keys[i].length + values[i].length + 16;
+    if (ops > 0 && (ops + 1 > maxOps || bytes + size > maxBytes)) {
+      starts.push(i);
+      ops = 0;
+      bytes = 0;
+    }
+    ops++;
+    bytes += size;
+    total += keys[i].length + values[i].length;
+  }
+  starts.push(keys.length);
+  const txns = starts.length - 1;
+  const t0 = performance.now();
+  await slidingWindow(txns, RAW_IN_FLIGHT, async (b) => {
+    const success: IRequestOp[] = [];
+    for (let i = starts[b]; i < starts[b + 1]; i++) success.push({ request_put: { key: keys[i], value: values[i] } });
+    await client.kv.txn({ compare: [], success, failure: [] }, deadline(E2E_CALL_TIMEOUT_MS * 4));
+  });
+  const ms = performance.now() - t0;
+  return {
+    keys: keys.length,
+    rules: data.rules,
+    txns,
+    inFlight: RAW_IN_FLIGHT,
+    ms: ms2(ms),
+    keysPerSec: rate(keys.length, ms),
+    rulesPerSec: rate(data.rules, ms),
+    mbPerSec: Math.round(total / 1e6 / (ms / 1000)),
+  };
+}
+
+/**
+ * The end-to-end part (issue 3's last sentence): `groups` groups of
+ * `rulesPerGroup` realistic rules created through the API, (i) one
+ * `createSecurityGroup` per group, `callsInFlight` in flight, and (ii)
+ * `createSecurityGroups` in batches of `batchGroups`; each journaled by a
+ * runtime without forwarder, then drained into a private etcd by a second
+ * runtime on the same data directory (as bench/drain.ts), then read back
+ * with an independent client. A raw-txn baseline puts the same values.
+ * Between parts etcd is emptied, compacted and defragmented.
+ */
+async function runEndToEnd(o: EndToEndOptions): Promise<PartReport> {
+  const step = (s: string): void => void process.stderr.write(`translate e2e: ${s}\n`);
+  const data = e2eData(o);
+  const n = data.groups.length;
+  const valueBytes = data.values.map((v) => Buffer.byteLength(v));
+  const run = `/bench-translate-${Date.now().toString(36)}`;
+  const keyBytes = Buffer.byteLength(keyLayout(`${run}/perCall`).secgroup(data.groups[0].id));
+  const totalBytes = valueBytes.reduce((t, b) => t + b, 0) + n * keyBytes;
+  const limits = resolveOptions().batch;
+  const maxBytes = Math.min(limits.maxTxnBytes, limits.maxRequestBytes - 1024);
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  const dirs: string[] = [];
+  let etcd: ManagedEtcd | undefined;
+  let client: Etcd3 | undefined;
+  const loadBefore = load();
+  try {
+    step(`${fmt(n)} groups × ${o.rulesPerGroup} rules; starting etcd`);
+    etcd = await startManagedEtcd({ fastElection: true });
+    client = createEtcdClient({ endpoints: etcd.endpoints, callTimeoutMs: E2E_CALL_TIMEOUT_MS });
+    const maxOps = await probeMaxTxnOps(client, E2E_CALL_TIMEOUT_MS);
+    // warm-up (connection, JIT, etcd's first writes); not measured
+    const warm = Math.min(n, 1000);
+    await rawBaseline(client, `${run}/warmup`, { ...data, groups: data.groups.slice(0, warm), values: data.values.slice(0, warm) }, maxOps, maxBytes);
+    await resetEtcd(client, `${run}/`);
+
+    const modes: Record<'perCall' | 'batched', ModeFigures> = {} as Record<'perCall' | 'batched', ModeFigures>;
+    for (const mode of ['perCall', 'batched'] as const) {
+      const dataDir = mkdtempSync(join(tmpdir(), `portwire-translate-e2e-${mode}-`));
+      dirs.push(dataDir);
+      const prefix = `${run}/${mode}`;
+      const common: RuntimeOptions = { etcd: { endpoints: etcd.endpoints, callTimeoutMs: E2E_CALL_TIMEOUT_MS }, prefix, dataDir, logger };
+      step(mode === 'perCall' ? `(i) ${fmt(n)} createSecurityGroup calls, ${o.callsInFlight} in flight` : `(ii) createSecurityGroups × ${o.batchGroups}`);
+      const journal = await journalGroups(mode, common, data, o);
+      step(`    drain of ${fmt(journal.journalDepth)} entries`);
+      const drain = await drainGroups(common, data, totalBytes);
+      const verify = await verifyGroups(etcd.endpoints, prefix, data, o.sample);
+      modes[mode] = { journal, drain, verify };
+      await resetEtcd(client, `${run}/`);
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+    step(`raw etcd baseline: the same ${fmt(n)} values, ${RAW_IN_FLIGHT} txns in flight`);
+    const raw = await rawBaseline(client, `${run}/raw`, data, maxOps, maxBytes);
+    await resetEtcd(client, `${run}/`);
+    const loadAfter = load();
+
+    const mean = Math.round(valueBytes.reduce((t, b) => t + b, 0) / n);
+    const values = { meanBytes: mean, minBytes: Math.min(...valueBytes), maxBytes: Math.max(...valueBytes), keyBytes, totalBytes };
+    const batching = {
+      maxTxnOps: maxOps,
+      maxTxnBytes: maxBytes,
+      maxRequestBytes: limits.maxRequestBytes,
+      minTxnsByOps: Math.ceil(n / maxOps),
+      minTxnsByBytes: Math.ceil(totalBytes / maxBytes),
+      groupsPerTxnByBytes: Math.floor(maxBytes / (mean + keyBytes + 16)),
+    };
+    const { perCall, batched } = modes;
+    const rows = [
+      ['measure', 'groups', 'rules', 'time s', 'groups/s (keys/s)', 'rules/s', 'MB/s', 'notes'],
+      ...(
+        [
+          ['(i)', perCall, `createSecurityGroup, ${o.callsInFlight} in flight`],
+          ['(ii)', batched, `createSecurityGroups × ${o.batchGroups}, 1 at a time`],
+        ] as const
+      ).flatMap(([tag, m, how]) => [
+        [
+          `${tag} journal: ${how}`,
+          fmt(m.journal.groups),
+          fmt(m.journal.rules),
+          (m.journal.ms / 1000).toFixed(2),
+          fmt(m.journal.groupsPerSec),
+          fmt(m.journal.rulesPerSec),
+          fmt(Math.round(totalBytes / 1e6 / (m.journal.ms / 1000))),
+          `call p50 ${m.journal.callMs.p50} / p99 ${m.journal.callMs.p99} / max ${m.journal.callMs.max} ms`,
+        ],
+        [
+          `${tag} drain: leader → drained()`,
+          fmt(m.drain.keys),
+          fmt(m.drain.rules),
+          (m.drain.ms / 1000).toFixed(2),
+          fmt(m.drain.keysPerSec),
+          fmt(m.drain.rulesPerSec),
+          fmt(m.drain.mbPerSec),
+          `${m.drain.txnsApplied} txns applied (${m.drain.keysPerTxn} keys, ${fmt(Math.round(m.drain.bytesPerTxn / 1024))} KiB each); ` +
+            `start→leader ${fmt(Math.round(m.drain.startToLeaderMs))} ms; event loop p99 ${m.drain.eventLoopDelayMs.p99} / max ${m.drain.eventLoopDelayMs.max} ms`,
+        ],
+      ]),
+      [
+        `raw etcd: same values, plain txns, ${RAW_IN_FLIGHT} in flight`,
+        fmt(raw.keys),
+        fmt(raw.rules),
+        (raw.ms / 1000).toFixed(2),
+        fmt(raw.keysPerSec),
+        fmt(raw.rulesPerSec),
+        fmt(raw.mbPerSec),
+        `${raw.txns} txns, cut as the drainer cuts`,
+      ],
+    ];
+    console.log(`end-to-end: ${fmt(n)} groups × ${o.rulesPerGroup} rules = ${fmt(data.rules)} rules through the API, drained to etcd`);
+    console.log(
+      `  value: ${fmt(mean)} bytes per group (min ${fmt(values.minBytes)}, max ${fmt(values.maxBytes)}), key ${keyBytes} bytes; ` +
+        `${(totalBytes / 1e6).toFixed(1)} MB in all`,
+    );
+    console.log(
+      `  txn limits: ${maxOps} ops (read from etcd), ${fmt(maxBytes)} bytes (request limit ${fmt(limits.maxRequestBytes)}) ` +
+        `→ ${batching.groupsPerTxnByBytes} groups per txn by bytes; at least ${batching.minTxnsByBytes} txns by bytes, ${batching.minTxnsByOps} by ops`,
+    );
+    for (const line of formatTable(rows).split('\n')) console.log(`  ${line}`);
+    for (const [tag, m] of [['(i)', perCall], ['(ii)', batched]] as const) {
+      const v = m.verify;
+      console.log(
+        `  ${tag} verified with an independent client: ${fmt(v.secgroupKeys)} secgroup keys (expected ${fmt(n)}), ${v.otherKeys} other keys; ` +
+          `${v.equal}/${v.sampled} sampled values equal securityGroupToJson, ${v.wrong} wrong, ${v.missing} missing; ` +
+          `${m.drain.appliedKeys} keys in applied events, ${m.drain.deadLetters} dead letters`,
+      );
+    }
+    console.log(`  drain / raw etcd: (i) ${ratio(perCall.drain.keysPerSec, raw.keysPerSec)}, (ii) ${ratio(batched.drain.keysPerSec, raw.keysPerSec)}`);
+    console.log(`  load average: before ${loadBefore}, after ${loadAfter}`);
+
+    const targets: TargetCheck[] = (
+      [
+        ['(i)', perCall],
+        ['(ii)', batched],
+      ] as const
+    ).map(([tag, m]) => ({
+      name: `e2e ${tag}: etcd holds exactly the groups, sampled values equal`,
+      value: m.verify.ok && m.drain.deadLetters === 0 ? 1 : 0,
+      target: '= 1',
+      pass: m.verify.ok && m.drain.deadLetters === 0,
+    }));
+    for (const t of targets) console.log(`  ${t.pass ? 'PASS' : 'FAIL'} ${t.name}`);
+    return {
+      figures: {
+        groups: n,
+        rulesPerGroup: o.rulesPerGroup,
+        rules: data.rules,
+        values,
+        batching,
+        perCall,
+        batched,
+        raw,
+        ratios: { perCallDrainOverRaw: ratio(perCall.drain.keysPerSec, raw.keysPerSec), batchedDrainOverRaw: ratio(batched.drain.keysPerSec, raw.keysPerSec) },
+        loadAverage: { before: loadBefore, after: loadAfter },
+      },
+      targets,
+      params: { ...o, rawInFlight: RAW_IN_FLIGHT, etcdFastElection: true, etcdResetBetweenParts: true },
+    };
+  } finally {
+    client?.close();
+    await etcd?.stop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Runs the benchmark: parts (a), (b), (c) and the threshold curve, then the
+ * end-to-end part; prints their tables and returns their figures and targets
+ * (the shape bench/index.ts writes to bench/results/translate.json).
+ * `--e2e-only` runs the end-to-end part alone, `--skip-e2e` the others alone.
+ * @example
+ * const report = await runTranslate({ rules: 100_000 });
+ */
+export async function runTranslate(opts: TranslateBenchOptions = {}): Promise<PartReport> {
+  const flag = (name: string) => opts.flags?.[name];
+  const num = (name: string, fallback: number): number => {
+    const v = flag(name);
+    if (v === undefined || v === false) return fallback;
+    const x = Number(v);
+    if (!Number.isInteger(x) || x <= 0) throw new Error(`--${name} must be a positive integer, got ${String(v)}`);
+    return x;
+  };
+  const e2eOnly = opts.e2eOnly ?? flag('e2e-only') === true;
+  const skipE2e = opts.skipE2e ?? flag('skip-e2e') === true;
+  const e2e: EndToEndOptions = {
+    groups: opts.e2e?.groups ?? num('e2e-groups', opts.quick ? 1_000 : 10_000),
+    rulesPerGroup: opts.e2e?.rulesPerGroup ?? num('e2e-rules-per-group', 50),
+    callsInFlight: opts.e2e?.callsInFlight ?? num('e2e-in-flight', 100),
+    batchGroups: opts.e2e?.batchGroups ?? num('e2e-batch', 500),
+    sample: opts.e2e?.sample ?? 200,
+  };
+  const parts = e2eOnly ? undefined : await runTranslation(opts);
+  if (skipE2e && parts) return parts;
+  const end = await runEndToEnd(e2e);
+  return {
+    figures: { ...parts?.figures, e2e: end.figures },
+    targets: [...(parts?.targets ?? []), ...end.targets],
+    params: { ...parts?.params, e2e: end.params, e2eOnly },
+  };
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { values } = parseArgs({
     strict: false,
-    options: { rules: { type: 'string' }, 'group-size': { type: 'string' }, pools: { type: 'string' }, repeat: { type: 'string' }, quick: { type: 'boolean' } },
+    options: {
+      rules: { type: 'string' }, 'group-size': { type: 'string' }, pools: { type: 'string' }, repeat: { type: 'string' }, quick: { type: 'boolean' },
+      'e2e-only': { type: 'boolean' }, 'skip-e2e': { type: 'boolean' }, 'e2e-groups': { type: 'string' }, 'e2e-rules-per-group': { type: 'string' },
+      'e2e-in-flight': { type: 'string' }, 'e2e-batch': { type: 'string' },
+    },
   });
   runTranslate({ quick: values.quick === true, flags: values }).catch((err: unknown) => {
     console.error(err);

@@ -60,7 +60,8 @@ export interface DrainLimits {
 export type DrainEvent =
   | { type: 'applied'; keys: number; entries: number; revision: string }
   | { type: 'entryFailed'; key: string; attempts: number; error: string; retryInMs: number }
-  | { type: 'deadLettered'; key: string; attempts: number; error: string };
+  | { type: 'deadLettered'; key: string; attempts: number; error: string }
+  | { type: 'recorded'; entries: number };
 
 /** Result of one {@link Drainer.drain}. */
 export interface DrainResult {
@@ -367,6 +368,7 @@ class DrainRun {
       (res) => {
         this.flushes.delete(p);
         if (!(res as { ok: boolean }).ok) this.error ??= new NotLeaderError('the journal was claimed by a newer term');
+        else this.deps.onEvent?.({ type: 'recorded', entries: seqs.length });
       },
       (err: unknown) => {
         this.flushes.delete(p);

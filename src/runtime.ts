@@ -60,6 +60,8 @@ export interface RuntimeEvents {
   applied: [{ keys: number; entries: number; revision: string }];
   /** An entry failed for its own reasons and will be retried. */
   entryFailed: [{ key: string; attempts: number; error: string; retryInMs: number }];
+  /** Acknowledged entries left the journal (their values are the applied state now). */
+  recorded: [{ entries: number }];
   /** An entry moved to the dead letters. */
   deadLettered: [{ key: string; attempts: number; error: string }];
   /** A role machine crashed (it is restarted). */
@@ -423,10 +425,10 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       const cleanup = () => {
         clearInterval(interval);
         clearTimeout(timer);
-        this.off('applied', check);
+        this.off('recorded', check);
         this.off('deadLettered', check);
       };
-      this.on('applied', check);
+      this.on('recorded', check);
       this.on('deadLettered', check);
     });
   }
