@@ -20,6 +20,7 @@
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { JournalFullError, PortwireError } from './errors.ts';
 import { decodeEntry, encodeEntry, type StoredEntry } from './journal-entry.ts';
@@ -387,11 +388,8 @@ export class Journal {
     setImmediate(() => {
       this.kickPending = false;
       if (this.closed) return;
-      try {
-        writeFileSync(join(this.dataDir, KICK_FILE), String(this.lastSeq()));
-      } catch {
-        // a lost wake is covered by the forwarder's slow poll
-      }
+      // a lost wake is covered by the forwarder's slow poll
+      writeFile(join(this.dataDir, KICK_FILE), String(this.lastSeq())).catch(() => undefined);
     });
   }
 

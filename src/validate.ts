@@ -145,6 +145,8 @@ function text(v: unknown, field: string, max: number = LIMITS.stringLength, allo
 }
 
 function name(v: unknown, field: string, re: RegExp, max: number, what: string): string {
+  // the common case: a well-formed name (the class excludes control characters and surrogates)
+  if (typeof v === 'string' && v.length <= max && v !== '.' && v !== '..' && re.test(v)) return v;
   const s = text(v, field, max);
   if (s === '') fail(field, 'must not be empty');
   if (s.includes('/')) fail(field, "must not contain '/'");
