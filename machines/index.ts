@@ -5,12 +5,14 @@
 import { electionMachine } from './election.ts';
 import { forwarderMachine } from './forwarder.ts';
 import { supervisorMachine } from './supervisor.ts';
+import { resyncMachine } from './resync.ts';
 
-export { electionMachine, forwarderMachine, supervisorMachine };
+export { electionMachine, forwarderMachine, resyncMachine, supervisorMachine };
 
 /** All machines by name. */
 export const machines = {
   supervisor: supervisorMachine,
   forwarder: forwarderMachine,
+  resync: resyncMachine,
   election: electionMachine,
 } as const;

@@ -1,32 +1,38 @@
 /**
- * The root of a runtime: starts each role and restarts a crashed one with
- * exponential backoff.
+ * The root of a runtime: starts each enabled role and restarts a crashed one
+ * with exponential backoff.
  *
- * roles.forwarder: running.active ──STOP──▶ running.stopping ──role done──▶ done
- *                     │ role crashed
- *                     ▼
- *                  restarting ──after restartDelay──▶ running
+ * per role: init ──enabled──▶ running.active ──STOP──▶ running.stopping ──role done──▶ done
+ *             │ disabled        │ role crashed
+ *             ▼                 ▼
+ *            done           restarting ──after restartDelay──▶ running
  *
- * Roles added by later features (return watcher, resync) get a region of
- * their own beside `forwarder`.
+ * Roles added by later features get a region of their own beside these.
  */
 import { assign, sendTo, setup } from 'xstate';
 import { forwarderMachine, type ForwarderInput } from './forwarder.ts';
+import { resyncMachine, type ResyncInput } from './resync.ts';
 
-/** Input of the supervisor machine. */
+/** Input of the supervisor machine: the input of each enabled role. */
 export interface SupervisorInput {
-  forwarder: ForwarderInput;
+  forwarder?: ForwarderInput;
+  resync?: ResyncInput;
   /** First restart delay of a crashed role (doubles, up to restartMaxMs). */
   restartBaseMs: number;
   restartMaxMs: number;
 }
 
+type Role = 'forwarder' | 'resync';
+
 export interface SupervisorContext extends SupervisorInput {
-  restarts: { forwarder: number };
+  restarts: Record<Role, number>;
   lastCrash?: string;
 }
 
-export type SupervisorEvent = { type: 'KICK' } | { type: 'STOP' };
+export type SupervisorEvent = { type: 'KICK' } | { type: 'RESYNC' } | { type: 'STOP' };
+
+const delay = (context: SupervisorContext, role: Role) =>
+  Math.min(context.restartMaxMs, context.restartBaseMs * 2 ** Math.max(0, context.restarts[role] - 1));
 
 export const supervisorMachine = setup({
   types: {
@@ -34,32 +40,37 @@ export const supervisorMachine = setup({
     events: {} as SupervisorEvent,
     input: {} as SupervisorInput,
   },
-  actors: { forwarder: forwarderMachine },
+  actors: { forwarder: forwarderMachine, resync: resyncMachine },
+  actions: {
+    recordCrash: assign(({ context, event }, params: { role: Role }) => ({
+      restarts: { ...context.restarts, [params.role]: context.restarts[params.role] + 1 },
+      lastCrash: String((event as { error?: Error }).error?.message ?? event.type),
+    })),
+  },
+  guards: {
+    forwarderEnabled: ({ context }) => context.forwarder !== undefined,
+    resyncEnabled: ({ context }) => context.resync !== undefined,
+  },
   delays: {
-    restartDelay: ({ context }) =>
-      Math.min(context.restartMaxMs, context.restartBaseMs * 2 ** Math.max(0, context.restarts.forwarder - 1)),
+    forwarderRestart: ({ context }) => delay(context, 'forwarder'),
+    resyncRestart: ({ context }) => delay(context, 'resync'),
   },
 }).createMachine({
   id: 'supervisor',
-  context: ({ input }) => ({ ...input, restarts: { forwarder: 0 } }),
+  context: ({ input }) => ({ ...input, restarts: { forwarder: 0, resync: 0 } }),
   type: 'parallel',
   states: {
     forwarder: {
-      initial: 'running',
+      initial: 'init',
       states: {
+        init: { always: [{ guard: 'forwarderEnabled', target: 'running' }, { target: 'done' }] },
         running: {
           invoke: {
             id: 'forwarder',
             src: 'forwarder',
-            input: ({ context }) => context.forwarder,
+            input: ({ context }) => context.forwarder!,
             onDone: 'done',
-            onError: {
-              target: 'restarting',
-              actions: assign({
-                restarts: ({ context }) => ({ forwarder: context.restarts.forwarder + 1 }),
-                lastCrash: ({ event }) => String((event.error as Error)?.message ?? event.error),
-              }),
-            },
+            onError: { target: 'restarting', actions: { type: 'recordCrash', params: { role: 'forwarder' } } },
           },
           initial: 'active',
           states: {
@@ -73,7 +84,37 @@ export const supervisorMachine = setup({
           },
         },
         restarting: {
-          after: { restartDelay: 'running' },
+          after: { forwarderRestart: 'running' },
+          on: { STOP: 'done' },
+        },
+        done: { type: 'final' },
+      },
+    },
+    resync: {
+      initial: 'init',
+      states: {
+        init: { always: [{ guard: 'resyncEnabled', target: 'running' }, { target: 'done' }] },
+        running: {
+          invoke: {
+            id: 'resync',
+            src: 'resync',
+            input: ({ context }) => context.resync!,
+            onDone: 'done',
+            onError: { target: 'restarting', actions: { type: 'recordCrash', params: { role: 'resync' } } },
+          },
+          initial: 'active',
+          states: {
+            active: {
+              on: {
+                RESYNC: { actions: sendTo('resync', { type: 'RUN' }) },
+                STOP: { target: 'stopping', actions: sendTo('resync', { type: 'STOP' }) },
+              },
+            },
+            stopping: {},
+          },
+        },
+        restarting: {
+          after: { resyncRestart: 'running' },
           on: { STOP: 'done' },
         },
         done: { type: 'final' },

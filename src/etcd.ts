@@ -3,7 +3,7 @@
  * range reads and the server's txn-op limit. Errors leave this module as
  * portwire errors (see `errors.ts`).
  */
-import { Etcd3, type IOptions, type IRequestOp } from 'etcd3';
+import { Etcd3, type IOptions, type IRequestOp, type ITxnResponse } from 'etcd3';
 import {
   circuitBreaker,
   ConsecutiveBreaker,
@@ -111,6 +111,7 @@ export async function fencedTxn(
   fence: Fence,
   ops: IRequestOp[],
   timeoutMs: number,
+  onResponse?: (res: ITxnResponse) => void,
 ): Promise<string> {
   let res;
   try {
@@ -133,6 +134,7 @@ export async function fencedTxn(
     throw fromEtcdError(err);
   }
   if (!res.succeeded) throw new NotLeaderError(`fence ${fence.key}@${fence.token} lost`);
+  onResponse?.(res);
   return res.header.revision;
 }
 

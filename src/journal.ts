@@ -349,32 +349,42 @@ export class Journal {
    * dead letters and the waiting entries in sequence order.
    */
   desiredEntries(prefix = ''): [string, string][] {
+    return [...this.desiredSnapshot(prefix).state].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  }
+
+  /**
+   * The desired state under `prefix` (as {@link desiredEntries}, unsorted) and
+   * what is still unsettled: the keys and prefixes of waiting entries and dead
+   * letters, which resync leaves to the forwarder and to the operator.
+   */
+  desiredSnapshot(prefix = ''): { state: Map<string, string>; unsettled: { keys: Set<string>; prefixes: string[] } } {
     const state = new Map<string, string>();
     const range = prefix
-      ? this.appliedValues.getRange({ start: prefix, end: `${prefix}\uffff`, snapshot: false })
-      : this.appliedValues.getRange({ snapshot: false });
+      ? this.appliedValues.getRange({ start: prefix, end: `${prefix}\uffff` })
+      : this.appliedValues.getRange({});
     for (const { key, value } of range) state.set(key, value.toString('utf8'));
     const changes: { seq: number; key: string; json: string | null; prefix: boolean }[] = [];
     for (const l of this.dead.getRange({}).map(({ value }) => value)) {
       changes.push({ seq: Math.max(...l.seqs), key: l.key, json: l.value, prefix: l.prefix });
     }
-    for (const { key: seq, value } of this.entries.getRange({ snapshot: false })) {
+    for (const { key: seq, value } of this.entries.getRange({})) {
       const e = decodeEntry(value);
       changes.push({ seq, key: e.k, json: e.v, prefix: e.p });
     }
     changes.sort((a, b) => a.seq - b.seq);
+    const unsettled = { keys: new Set<string>(), prefixes: [] as string[] };
     for (const c of changes) {
       if (c.prefix) {
+        unsettled.prefixes.push(c.key);
         for (const k of state.keys()) if (k.startsWith(c.key)) state.delete(k);
-      } else if (!c.key.startsWith(prefix)) {
         continue;
-      } else if (c.json === null) {
-        state.delete(c.key);
-      } else {
-        state.set(c.key, c.json);
       }
+      if (!c.key.startsWith(prefix)) continue;
+      unsettled.keys.add(c.key);
+      if (c.json === null) state.delete(c.key);
+      else state.set(c.key, c.json);
     }
-    return [...state].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    return { state, unsettled };
   }
 
   /**

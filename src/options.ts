@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EtcdConnectionOptions } from './etcd.ts';
+import type { DesiredSource } from './resync.ts';
 
 /** Options of `createRuntime`. Every field is optional. */
 export interface RuntimeOptions {
@@ -52,6 +53,15 @@ export interface RuntimeOptions {
   backoffMaxMs?: number;
   /** Worker threads of the pool. @default 2 */
   poolSize?: number;
+  /** Resync: reconcile etcd with the desired state. */
+  resync?: {
+    /** Run the resync role in this process. @default true */
+    enabled?: boolean;
+    /** Period between runs while leading, in ms (±20% jitter). @default 300000 */
+    intervalMs?: number;
+    /** An authoritative desired state (e.g. from the Neutron DB) replacing the journal's. */
+    source?: DesiredSource;
+  };
   /** Run a forwarder in this process (processes that only append may set false). @default true */
   forwarder?: boolean;
   /** Directory of vhost-user sockets in VIF details. @default '/tmp' */
@@ -75,11 +85,12 @@ export interface RuntimeOptions {
 
 /** Options with every default applied. */
 export type ResolvedOptions = Required<
-  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd'>
+  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync'>
 > & {
   etcd: EtcdConnectionOptions & { endpoints: string[]; callTimeoutMs: number };
   batch: { maxTxnOps?: number; maxTxnBytes: number; maxRequestBytes: number; windowEntries: number; inFlight: number };
   retry: Required<NonNullable<RuntimeOptions['retry']>>;
+  resync: { enabled: boolean; intervalMs: number; source?: DesiredSource };
   physnetKnown?: RuntimeOptions['physnetKnown'];
   logger?: Logger;
 };
@@ -110,6 +121,11 @@ export function resolveOptions(options: RuntimeOptions = {}): ResolvedOptions {
       maxAttempts: options.retry?.maxAttempts ?? 6,
       baseMs: options.retry?.baseMs ?? 200,
       maxMs: options.retry?.maxMs ?? 30_000,
+    },
+    resync: {
+      enabled: options.resync?.enabled ?? true,
+      intervalMs: options.resync?.intervalMs ?? 300_000,
+      source: options.resync?.source,
     },
     pollIntervalMs: options.pollIntervalMs ?? 1000,
     backoffBaseMs: options.backoffBaseMs ?? 100,

@@ -10,10 +10,11 @@ import { createActor, type Actor } from 'xstate';
 import type { Etcd3 } from 'etcd3';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { supervisorMachine } from '../machines/supervisor.ts';
+import { supervisorMachine, type SupervisorInput } from '../machines/supervisor.ts';
 import type { Term } from '../machines/election.ts';
-import { createEtcdClient, deadline } from './etcd.ts';
-import { fromEtcdError, RuntimeStateError, TimeoutError } from './errors.ts';
+import { createEtcdClient, deadline, probeMaxTxnOps } from './etcd.ts';
+import { etcdResync, resyncOnce, RESYNC_ROLE, type ResyncDeps, type ResyncReport } from './resync.ts';
+import { fromEtcdError, NotLeaderError, RuntimeStateError, TimeoutError } from './errors.ts';
 import { etcdForwarder, FORWARDER_ROLE } from './forwarder.ts';
 import { Journal, type DeadLetter } from './journal.ts';
 import { keyLayout, type KeyLayout } from './keys.ts';
@@ -64,6 +65,8 @@ export interface RuntimeEvents {
   recorded: [{ entries: number }];
   /** An entry moved to the dead letters. */
   deadLettered: [{ key: string; attempts: number; error: string }];
+  /** A resync run finished (its report). */
+  resync: [ResyncReport];
   /** A role machine crashed (it is restarted). */
   error: [Error];
 }
@@ -124,60 +127,72 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.secgroups = new SecurityGroups(this.journal, this.pool, this.keys);
     await this.warmPool(this.pool, this.journal);
     this.state = 'running';
-    if (!o.forwarder) return;
-    const log = roleLogger(this.log, FORWARDER_ROLE);
-    const forwarder = etcdForwarder({
+    if (!o.forwarder && !o.resync.enabled) return;
+    const electionDeps = (log: Logger) => ({
+      client: this.client!,
+      keys: this.keys,
+      holderId: o.holderId,
+      ttlMs: o.electionTtlMs,
+      keepaliveIntervalMs: o.keepaliveIntervalMs,
+      callTimeoutMs: o.etcd.callTimeoutMs,
       log,
-      random: o.random,
-      maxTxnOps: o.batch.maxTxnOps,
-      election: {
-        client: this.client,
-        keys: this.keys,
-        holderId: o.holderId,
-        ttlMs: o.electionTtlMs,
-        keepaliveIntervalMs: o.keepaliveIntervalMs,
-        callTimeoutMs: o.etcd.callTimeoutMs,
-        log,
-        onTerm: (role, term) => this.onTerm(role, term),
-      },
-      drainer: {
-        journal: this.journal,
-        pool: this.pool,
-        client: this.client,
-        now: o.now,
-        random: o.random,
-        onEvent: (e) => this.onDrainEvent(e),
-        limits: {
-          maxOps: o.batch.maxTxnOps ?? 128,
-          maxTxnBytes: o.batch.maxTxnBytes,
-          maxRequestBytes: o.batch.maxRequestBytes,
-          windowEntries: o.batch.windowEntries,
-          inFlight: o.batch.inFlight,
-          callTimeoutMs: o.etcd.callTimeoutMs,
-          maxAttempts: o.retry.maxAttempts,
-          retryBaseMs: o.retry.baseMs,
-          retryMaxMs: o.retry.maxMs,
-        },
-      },
+      onTerm: (role: string, term: Term | undefined) => this.onTerm(role, term),
     });
-    this.forwarderSettled = forwarder.settled;
-    const machine = supervisorMachine.provide({ actors: { forwarder: forwarder.machine } });
-    this.supervisor = createActor(machine, {
-      input: {
-        restartBaseMs: 200,
-        restartMaxMs: 10_000,
-        forwarder: {
-          pollIntervalMs: o.pollIntervalMs,
-          backoffBaseMs: o.backoffBaseMs,
-          backoffMaxMs: o.backoffMaxMs,
-          election: {
-            role: FORWARDER_ROLE,
-            renewDeadlineMs: o.renewDeadlineMs,
-            retryMs: Math.min(1000, o.electionTtlMs / 4),
+    const electionInput = (role: string) => ({
+      role,
+      renewDeadlineMs: o.renewDeadlineMs,
+      retryMs: Math.min(1000, o.electionTtlMs / 4),
+    });
+    const actors: Record<string, unknown> = {};
+    const input: SupervisorInput = { restartBaseMs: 200, restartMaxMs: 10_000 };
+    if (o.forwarder) {
+      const log = roleLogger(this.log, FORWARDER_ROLE);
+      const forwarder = etcdForwarder({
+        log,
+        random: o.random,
+        maxTxnOps: o.batch.maxTxnOps,
+        election: electionDeps(log),
+        drainer: {
+          journal: this.journal,
+          pool: this.pool,
+          client: this.client,
+          now: o.now,
+          random: o.random,
+          onEvent: (e) => this.onDrainEvent(e),
+          limits: {
+            maxOps: o.batch.maxTxnOps ?? 128,
+            maxTxnBytes: o.batch.maxTxnBytes,
+            maxRequestBytes: o.batch.maxRequestBytes,
+            windowEntries: o.batch.windowEntries,
+            inFlight: o.batch.inFlight,
+            callTimeoutMs: o.etcd.callTimeoutMs,
+            maxAttempts: o.retry.maxAttempts,
+            retryBaseMs: o.retry.baseMs,
+            retryMaxMs: o.retry.maxMs,
           },
         },
-      },
-    });
+      });
+      this.forwarderSettled = forwarder.settled;
+      actors.forwarder = forwarder.machine;
+      input.forwarder = {
+        pollIntervalMs: o.pollIntervalMs,
+        backoffBaseMs: o.backoffBaseMs,
+        backoffMaxMs: o.backoffMaxMs,
+        election: electionInput(FORWARDER_ROLE),
+      };
+    }
+    if (o.resync.enabled) {
+      const log = roleLogger(this.log, RESYNC_ROLE);
+      actors.resync = etcdResync({
+        ...this.resyncDeps(log),
+        election: electionDeps(log),
+        random: o.random,
+        onReport: (report) => this.emit('resync', report),
+      });
+      input.resync = { intervalMs: o.resync.intervalMs, election: electionInput(RESYNC_ROLE) };
+    }
+    const machine = supervisorMachine.provide({ actors: actors as never });
+    this.supervisor = createActor(machine, { input });
     this.supervisor.subscribe({
       error: (err) => {
         this.log.error({ err }, 'supervisor crashed');
@@ -433,6 +448,57 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     });
   }
 
+  private maxOpsProbe?: Promise<number>;
+
+  private resyncDeps(log: Logger): ResyncDeps {
+    const o = this.options;
+    return {
+      client: this.client!,
+      journal: this.journal!,
+      pool: this.pool!,
+      keys: this.keys,
+      log,
+      callTimeoutMs: o.etcd.callTimeoutMs,
+      maxOps: () => {
+        if (o.batch.maxTxnOps !== undefined) return Promise.resolve(o.batch.maxTxnOps);
+        this.maxOpsProbe ??= probeMaxTxnOps(this.client!, o.etcd.callTimeoutMs).catch((err: unknown) => {
+          this.maxOpsProbe = undefined;
+          throw err;
+        });
+        return this.maxOpsProbe;
+      },
+      maxTxnBytes: o.batch.maxTxnBytes,
+      source: o.resync.source,
+      now: o.now,
+    };
+  }
+
+  /**
+   * Reconciles etcd with the desired state now. A dry run (any process)
+   * reports the differences without writing; a repair runs in the process
+   * that leads the resync role and resolves with its report.
+   * @throws NotLeaderError when another process leads resync (repairs only)
+   * @throws TimeoutError when the run does not finish within `timeoutMs`
+   */
+  async resync(options: { dryRun?: boolean; timeoutMs?: number } = {}): Promise<ResyncReport> {
+    this.running();
+    if (options.dryRun) return resyncOnce(this.resyncDeps(roleLogger(this.log, RESYNC_ROLE)));
+    if (!this.terms.has(RESYNC_ROLE)) throw new NotLeaderError('another process leads resync: run it there, or dry-run here');
+    const timeoutMs = options.timeoutMs ?? 120_000;
+    return new Promise<ResyncReport>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.off('resync', done);
+        reject(new TimeoutError(`resync did not finish within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (report: ResyncReport) => {
+        clearTimeout(timer);
+        resolve(report);
+      };
+      this.once('resync', done);
+      this.supervisor?.send({ type: 'RESYNC' });
+    });
+  }
+
   /** Entries that kept failing, for inspection (`portwire journal dead`). */
   deadLetters(): DeadLetter[] {
     return this.running().deadLetters();
@@ -458,6 +524,11 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       deadLetters: journal && this.state === 'running' ? journal.deadLetters().length : 0,
       roles: {
         [FORWARDER_ROLE]: { state: fwd?.value ?? 'off', leader: term !== undefined, token: term?.token },
+        [RESYNC_ROLE]: {
+          state: snap?.children.resync?.getSnapshot().value ?? 'off',
+          leader: this.terms.has(RESYNC_ROLE),
+          token: this.terms.get(RESYNC_ROLE)?.token,
+        },
       },
     };
   }

@@ -8,6 +8,7 @@
 import type { PoolTask } from './pool.ts';
 import drainWindow from './drain-window.ts';
 import applied from './apply-applied.ts';
+import resyncDiff from './resync-diff.ts';
 import translateGroups from './translate-task.ts';
 
 type Handler = (task: any) => unknown;
@@ -16,6 +17,7 @@ const tasks: Record<string, Handler> = {
   echo: (task: PoolTask) => task,
   drainWindow,
   applied,
+  resyncDiff,
   translateGroups,
 };
 
