@@ -14,6 +14,7 @@ import {
 } from 'xstate';
 import { electionMachine, type Term } from '../machines/election.ts';
 import { forwarderMachine, type DrainOutput } from '../machines/forwarder.ts';
+import { resyncMachine } from '../machines/resync.ts';
 
 const term: Term = { token: '42', leaseId: '7' };
 
@@ -242,5 +243,67 @@ describe('forwarder machine', () => {
     await flush();
     expect(actor.getSnapshot().status).toBe('done');
     expect(actor.getSnapshot().value).toBe('stopped');
+  });
+});
+
+/** A resync role whose election wins at once and whose run the test controls. */
+function testResync(run: (call: number) => Promise<{ scanned: number; missing: number; extra: number; changed: number; repaired: number; conflicts: number }>) {
+  const clock = new SimulatedClock();
+  const { machine: election } = testElection();
+  let calls = 0;
+  const machine = resyncMachine.provide({ actors: { election, resync: fromPromise(async () => run(++calls)) } });
+  const actor = createActor(machine, {
+    clock,
+    input: { election: { role: 'resync', renewDeadlineMs: 60_000, retryMs: 500 }, intervalMs: 10_000 },
+  });
+  actor.subscribe({ error: () => undefined });
+  actor.start();
+  return { actor, clock, calls: () => calls };
+}
+
+const emptyReport = { scanned: 0, missing: 0, extra: 0, changed: 0, repaired: 0, conflicts: 0 };
+
+describe('resync machine', () => {
+  it('runs on gaining leadership, then every interval, and on demand', async () => {
+    const { actor, clock, calls } = testResync(async () => emptyReport);
+    await flush();
+    expect(calls()).toBe(1);
+    expect(actor.getSnapshot().value).toEqual({ leader: 'waiting' });
+    clock.increment(9_999);
+    expect(calls()).toBe(1);
+    clock.increment(1);
+    await flush();
+    expect(calls()).toBe(2);
+    actor.send({ type: 'RUN' });
+    await flush();
+    expect(calls()).toBe(3);
+  });
+
+  it('remembers a RUN that arrives during a run', async () => {
+    let release!: () => void;
+    const { actor, calls } = testResync((n) =>
+      n === 1 ? new Promise((r) => (release = () => r(emptyReport))) : Promise.resolve(emptyReport),
+    );
+    await flush();
+    actor.send({ type: 'RUN' });
+    release();
+    await flush();
+    await flush();
+    expect(calls()).toBe(2);
+  });
+
+  it('waits for the next interval after a failed run, and steps down when the fence is refused', async () => {
+    const { actor, clock, calls } = testResync(async (n) => {
+      if (n === 1) throw new Error('etcd unavailable');
+      throw Object.assign(new Error('fence lost'), { code: 'NOT_LEADER' });
+    });
+    await flush();
+    expect(actor.getSnapshot().value).toEqual({ leader: 'waiting' });
+    expect(actor.getSnapshot().context.lastError).toBe('etcd unavailable');
+    clock.increment(10_000);
+    await flush();
+    await flush();
+    expect(calls()).toBe(2);
+    expect(actor.getSnapshot().value).toBe('follower');
   });
 });
