@@ -11,9 +11,11 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEMO_DEFAULTS, DEMO_MAX_PORTS, runDemo } from './demo.ts';
-import { PortwireError } from './errors.ts';
+import { PortwireError, TimeoutError } from './errors.ts';
 import { Journal, JOURNAL_FILE, type DeadLetter } from './journal.ts';
 import { resolveOptions } from './options.ts';
+import { RESYNC_ROLE, type ResyncReport } from './resync.ts';
+import { createRuntime, type Runtime } from './runtime.ts';
 
 /** Where a command writes. */
 export interface CliIo {
@@ -74,18 +76,92 @@ function str(values: Values, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** Opens the journal of `--data-dir` without creating one, runs `fn`, closes it. */
-async function withJournal<T>(values: Values, fn: (j: Journal) => Promise<T> | T): Promise<T> {
+/**
+ * The absolute `--data-dir` (or the default), which must hold a journal.
+ * @throws PortwireError when it holds none (nothing is created)
+ */
+function journalDir(values: Values): string {
   const dir = resolve(str(values, 'data-dir') ?? resolveOptions().dataDir);
   if (!existsSync(join(dir, JOURNAL_FILE))) {
     throw new PortwireError(`no journal in ${dir} (see --data-dir)`);
   }
-  const journal = Journal.open(dir);
+  return dir;
+}
+
+/** Opens the journal of `--data-dir` without creating one, runs `fn`, closes it. */
+async function withJournal<T>(values: Values, fn: (j: Journal) => Promise<T> | T): Promise<T> {
+  const journal = Journal.open(journalDir(values));
   try {
     return await fn(journal);
   } finally {
     await journal.close();
   }
+}
+
+/** `--etcd` as a list of URLs, else `$ETCD_ENDPOINTS`, else undefined (the runtime's default). */
+function etcdFlag(values: Values, env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  const split = (s: string) => s.split(',').map((u) => u.trim()).filter(Boolean);
+  const flag = str(values, 'etcd');
+  if (flag !== undefined) {
+    const list = split(flag);
+    if (list.length === 0) throw new UsageError('--etcd needs at least one URL');
+    return list;
+  }
+  const list = split(env.ETCD_ENDPOINTS ?? '');
+  return list.length > 0 ? list : undefined;
+}
+
+function prefixFlag(values: Values): string | undefined {
+  const prefix = str(values, 'prefix');
+  if (prefix !== undefined && !prefix.startsWith('/')) throw new UsageError("--prefix must start with '/'");
+  return prefix;
+}
+
+/** The one-line summary of a resync report. */
+function resyncSummary(r: ResyncReport): string {
+  const fields: [string, string | number][] = [
+    ['revision', r.revision],
+    ['scanned', r.scanned],
+    ['missing', r.missing],
+    ['extra', r.extra],
+    ['changed', r.changed],
+    ['repaired', r.repaired],
+    ['skipped', r.skipped],
+    ['conflicts', r.conflicts],
+    ['emptied', r.emptied ? 'yes' : 'no'],
+    ['duration', `${r.durationMs} ms`],
+  ];
+  return `resync${r.dryRun ? ' (dry run)' : ''}: ${fields.map(([k, v]) => `${k} ${v}`).join(', ')}`;
+}
+
+/** The differences of a report, one `kind  key` per line, and how many were left out. */
+function resyncDifferences(r: ResyncReport): string[] {
+  const lines = r.differences.map((d) => `${d.kind.padEnd(7)}  ${d.key}`);
+  const more = r.missing + r.extra + r.changed - r.differences.length;
+  if (more > 0) lines.push(`... and ${more} more`);
+  return lines;
+}
+
+/** Resolves when `rt` leads the resync role; rejects with a TimeoutError after `timeoutMs`. */
+function leadership(rt: Runtime, timeoutMs: number): { elected: Promise<void>; cancel(): void } {
+  let cancel = (): void => {};
+  const elected = new Promise<void>((res, rej) => {
+    const onLeader = (e: { role: string }): void => {
+      if (e.role !== RESYNC_ROLE) return;
+      cancel();
+      res();
+    };
+    const timer = setTimeout(() => {
+      cancel();
+      rej(new TimeoutError(`another process leads resync (not elected within ${timeoutMs} ms): run it there, or use --dry-run`));
+    }, timeoutMs);
+    cancel = () => {
+      clearTimeout(timer);
+      rt.off('leader', onLeader);
+    };
+    rt.on('leader', onLeader);
+  });
+  return { elected, cancel: () => cancel() };
 }
 
 function formatDead(letters: DeadLetter[]): string {
@@ -103,7 +179,7 @@ function deadJson(d: DeadLetter): object {
 }
 
 /**
- * Every command. Later issues add theirs here (e.g. `agents`, `resync`,
+ * Every command. Later issues add theirs here (e.g. `agents`,
  * `machines export`): a key of one or two words, flags, and a handler.
  */
 export const COMMANDS: Record<string, Command> = {
@@ -176,6 +252,55 @@ export const COMMANDS: Record<string, Command> = {
     async run(values, _p, io) {
       io.stdout.write(`${await withJournal(values, (j) => j.depth())}\n`);
       return 0;
+    },
+  },
+  resync: {
+    summary: 'reconcile etcd with the journal\'s desired state (--dry-run: print the differences, write nothing)',
+    flags: {
+      'dry-run': { type: 'boolean', help: 'print the differences and write nothing (needs no leadership)' },
+      etcd: { type: 'string', arg: 'URL,...', help: "etcd to reconcile (default $ETCD_ENDPOINTS, else 'http://127.0.0.1:2379')" },
+      'data-dir': dataDirFlag,
+      prefix: { type: 'string', arg: 'P', help: `key prefix (default '${resolveOptions().prefix}')` },
+      json: { type: 'boolean', help: 'print the report as JSON' },
+      'timeout-ms': { type: 'string', arg: 'N', help: 'how long to wait to lead the resync role (default 30000)' },
+    },
+    async run(values, _p, io) {
+      const dryRun = values['dry-run'] === true;
+      const timeoutMs = int(values, 'timeout-ms', 30_000, 1, 3_600_000);
+      const endpoints = etcdFlag(values);
+      const prefix = prefixFlag(values);
+      const dataDir = journalDir(values);
+      const rt = createRuntime({
+        dataDir,
+        prefix,
+        etcd: endpoints ? { endpoints } : undefined,
+        forwarder: false,
+        resync: { enabled: !dryRun, intervalMs: 24 * 3600 * 1000 },
+      });
+      // listen before start(), so that an election won during it is not missed
+      const lead = dryRun ? undefined : leadership(rt, timeoutMs);
+      // a lost election must not surface as an unhandled rejection while start() runs
+      lead?.elected.catch(() => {});
+      try {
+        await rt.start();
+        let report: ResyncReport;
+        if (lead) {
+          await lead.elected;
+          // gaining leadership starts a run; this one resolves with its report
+          report = await rt.resync();
+        } else {
+          report = await rt.resync({ dryRun: true });
+        }
+        if (values.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        else {
+          const lines = dryRun ? resyncDifferences(report) : [];
+          io.stdout.write(`${[...lines, resyncSummary(report)].join('\n')}\n`);
+        }
+        return 0;
+      } finally {
+        lead?.cancel();
+        await rt.stop();
+      }
     },
   },
 };

@@ -11,8 +11,12 @@ import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { Journal } from '../src/journal.ts';
+import { keyLayout } from '../src/keys.ts';
 import { createProgress, renderBar } from '../src/progress.ts';
+import { RESYNC_ROLE } from '../src/resync.ts';
+import { createRuntime } from '../src/runtime.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
+import { segment } from './helpers/workload.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'src', 'bin.mjs');
@@ -261,6 +265,93 @@ describe('portwire journal', () => {
   });
 });
 
+describe('portwire resync', () => {
+  const PORTS = 50;
+  const portKey = /\/ports\/[^/]+$/;
+
+  /** A data dir whose journal bound PORTS ports (one key each) into etcd under a fresh prefix. */
+  async function boundJournal(name: string) {
+    const prefix = uniquePrefix(name);
+    const dataDir = await tempDir();
+    const keys = keyLayout(prefix);
+    const rt = createRuntime({ etcd: { endpoints: etcdEndpoints() }, prefix, dataDir, poolSize: 1, resync: { enabled: false } });
+    await rt.start();
+    try {
+      await rt.transaction((tx) => {
+        for (let i = 0; i < PORTS; i++) {
+          tx.bindPort({
+            host: `h${i % 5}`,
+            segment,
+            port: { id: `p-${i}`, mac_address: 'fa:16:3e:00:00:01', security_groups: [], fixed_ips: [{ subnet_id: 's', ip_address: `10.0.0.${i + 2}` }] },
+          });
+        }
+      });
+      await rt.drained({ timeoutMs: 30_000 });
+    } finally {
+      await rt.stop();
+    }
+    const flags = ['--etcd', etcdEndpoints().join(','), '--data-dir', dataDir, '--prefix', prefix];
+    return { prefix, dataDir, keys, flags, nodes: () => readPrefix(client, `${keys.nodes}/`) };
+  }
+
+  it('--dry-run prints the drift without writing; a repair fixes it; a dry run afterwards finds none', async () => {
+    const { keys, flags, nodes } = await boundJournal('cli-resync');
+    const bound = await nodes();
+    expect([...bound.keys()].filter((k) => portKey.test(k))).toHaveLength(PORTS);
+    const deleted = [keys.port('h0', 'p-0'), keys.port('h1', 'p-11'), keys.port('h2', 'p-22')];
+    const strays = [keys.port('h9', 'stray-1'), `${keys.nodes}/h9/stray-2`];
+    for (const k of deleted) expect((await client.delete().key(k)).deleted).toBe('1');
+    for (const k of strays) await client.put(k).value('{"stray":true}');
+    const drifted = await nodes();
+
+    const dry = await runCli(['resync', '--dry-run', ...flags]);
+    expect(dry.code, dry.stderr).toBe(0);
+    const lines = dry.stdout.trim().split('\n');
+    expect(lines).toHaveLength(6);
+    expect(lines.slice(0, 5).sort()).toEqual(
+      [...deleted.map((k) => `missing  ${k}`), ...strays.map((k) => `extra    ${k}`)].sort(),
+    );
+    expect(lines[5]).toMatch(/^resync \(dry run\): revision \d+, scanned 49, missing 3, extra 2, changed 0, repaired 0, skipped 0, conflicts 0, emptied no, duration \d+ ms$/);
+    expect(Object.fromEntries(await nodes())).toEqual(Object.fromEntries(drifted));
+
+    const repair = await runCli(['resync', ...flags]);
+    expect(repair.code, repair.stderr).toBe(0);
+    expect(repair.stdout).toMatch(/^resync: revision \d+, scanned 49, missing 3, extra 2, changed 0, repaired 5, skipped 0, conflicts 0, emptied no, duration \d+ ms$/m);
+    const after = await nodes();
+    expect(Object.fromEntries(after)).toEqual(Object.fromEntries(bound));
+    for (const k of strays) expect(after.has(k)).toBe(false);
+
+    const json = await runCli(['resync', '--dry-run', '--json', ...flags]);
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ dryRun: true, scanned: PORTS, missing: 0, extra: 0, changed: 0, repaired: 0, differences: [] });
+  });
+
+  it('exits 1 when another process leads resync', async () => {
+    const { prefix, dataDir, flags } = await boundJournal('cli-resync-busy');
+    // another process's runtime on a data dir of its own, leading resync for the same prefix
+    const other = createRuntime({ etcd: { endpoints: etcdEndpoints() }, prefix, dataDir: await tempDir(), poolSize: 1, forwarder: false });
+    const leading = new Promise<void>((res) => other.on('leader', (e) => e.role === RESYNC_ROLE && res()));
+    await other.start();
+    try {
+      await leading;
+      const r = await runCli(['resync', ...flags, '--timeout-ms', '1500']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/another process leads resync/);
+      expect(existsSync(join(dataDir, 'journal.lmdb'))).toBe(true);
+    } finally {
+      await other.stop();
+    }
+  });
+
+  it('exits 1 without creating anything when there is no journal', async () => {
+    const dir = join(await tempDir(), 'absent');
+    const r = await runCli(['resync', '--dry-run', '--etcd', etcdEndpoints().join(','), '--data-dir', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no journal in/);
+    expect(existsSync(dir)).toBe(false);
+  });
+});
+
 describe('portwire usage', () => {
   it('exits 2 on an unknown command', async () => {
     const r = await runCli(['frobnicate']);
@@ -280,7 +371,7 @@ describe('portwire usage', () => {
   it('prints help for the CLI and for each command', async () => {
     const top = await runCli(['--help']);
     expect(top.code).toBe(0);
-    for (const cmd of ['demo', 'journal dead', 'journal retry', 'journal depth']) {
+    for (const cmd of ['demo', 'journal dead', 'journal retry', 'journal depth', 'resync']) {
       expect(top.stdout).toContain(cmd);
       const r = await runCli([...cmd.split(' '), '--help']);
       expect(r.code).toBe(0);
