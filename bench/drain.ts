@@ -327,7 +327,8 @@ async function portwire(
   const logger = pino({ level: 'warn' }, pino.destination(2));
   const common = { etcd: { endpoints: etcd.endpoints }, prefix, dataDir, logger };
 
-  const writer = createRuntime({ ...common, forwarder: false });
+  // the resync role is benchmarked separately and would otherwise run a full resync when it gains leadership in the middle of the measured drain
+  const writer = createRuntime({ ...common, forwarder: false, resync: { enabled: false } });
   track(writer);
   await writer.start();
   const args = Array.from({ length: n }, (_, i) => bindArgs(i));
@@ -350,7 +351,8 @@ async function portwire(
   const idle = { p50: ms1(eld.percentile(50)), p99: ms1(eld.percentile(99)), max: ms1(eld.max) };
   eld.reset();
 
-  const drainer = createRuntime({ ...common, forwarder: true });
+  // the resync role is benchmarked separately and would otherwise run a full resync when it gains leadership in the middle of the measured drain
+  const drainer = createRuntime({ ...common, forwarder: true, resync: { enabled: false } });
   track(drainer);
   let tLeader = NaN;
   let drainDone: (() => Measured) | undefined;

@@ -457,7 +457,8 @@ function e2eData(o: EndToEndOptions): E2eData {
  * (ii) `batched`: `createSecurityGroups` with `batchGroups` groups, one call at a time.
  */
 async function journalGroups(mode: 'perCall' | 'batched', common: RuntimeOptions, data: E2eData, o: EndToEndOptions): Promise<JournalFigures> {
-  const writer = createRuntime({ ...common, forwarder: false });
+  // the resync role is benchmarked separately and would otherwise run a full resync when it gains leadership in the middle of the measured drain
+  const writer = createRuntime({ ...common, forwarder: false, resync: { enabled: false } });
   await writer.start();
   try {
     const n = data.sgs.length;
@@ -503,7 +504,8 @@ async function journalGroups(mode: 'perCall' | 'batched', common: RuntimeOptions
 
 /** A runtime with the forwarder opens the same data directory and drains it; timed from `leader` to `drained()`. */
 async function drainGroups(common: RuntimeOptions, data: E2eData, totalBytes: number): Promise<DrainFigures> {
-  const drainer = createRuntime({ ...common, forwarder: true });
+  // the resync role is benchmarked separately and would otherwise run a full resync when it gains leadership in the middle of the measured drain
+  const drainer = createRuntime({ ...common, forwarder: true, resync: { enabled: false } });
   const eld = monitorEventLoopDelay({ resolution: 1 });
   let tLeader = NaN;
   let tFirstApplied = NaN;
