@@ -358,11 +358,19 @@ export class Journal {
    * letters, which resync leaves to the forwarder and to the operator.
    */
   desiredSnapshot(prefix = ''): { state: Map<string, string>; unsettled: { keys: Set<string>; prefixes: string[] } } {
-    const state = new Map<string, string>();
+    const { state, unsettled } = this.desiredBytes(prefix);
+    const text = new Map<string, string>();
+    for (const [k, v] of state) text.set(k, v.toString('utf8'));
+    return { state: text, unsettled };
+  }
+
+  /** {@link desiredSnapshot} with the values as UTF-8 bytes (no decoding: for large diffs). */
+  desiredBytes(prefix = ''): { state: Map<string, Buffer>; unsettled: { keys: Set<string>; prefixes: string[] } } {
+    const state = new Map<string, Buffer>();
     const range = prefix
       ? this.appliedValues.getRange({ start: prefix, end: `${prefix}\uffff` })
       : this.appliedValues.getRange({});
-    for (const { key, value } of range) state.set(key, value.toString('utf8'));
+    for (const { key, value } of range) state.set(key, value);
     const changes: { seq: number; key: string; json: string | null; prefix: boolean }[] = [];
     for (const l of this.dead.getRange({}).map(({ value }) => value)) {
       changes.push({ seq: Math.max(...l.seqs), key: l.key, json: l.value, prefix: l.prefix });
@@ -382,7 +390,7 @@ export class Journal {
       if (!c.key.startsWith(prefix)) continue;
       unsettled.keys.add(c.key);
       if (c.json === null) state.delete(c.key);
-      else state.set(c.key, c.json);
+      else state.set(c.key, Buffer.from(c.json));
     }
     return { state, unsettled };
   }

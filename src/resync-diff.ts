@@ -48,11 +48,11 @@ const journals = new Map<string, Journal>();
 function desiredFromJournal(path: string, prefixes: string[]) {
   let journal = journals.get(path);
   if (!journal) journals.set(path, (journal = Journal.open(dirname(path))));
-  const state = new Map<string, string>();
+  const state = new Map<string, Buffer>();
   const keys = new Set<string>();
   const unsettledPrefixes: string[] = [];
   for (const p of prefixes) {
-    const snap = journal.desiredSnapshot(p);
+    const snap = journal.desiredBytes(p);
     for (const [k, v] of snap.state) state.set(k, v);
     for (const k of snap.unsettled.keys) keys.add(k);
     unsettledPrefixes.push(...snap.unsettled.prefixes);
@@ -60,15 +60,18 @@ function desiredFromJournal(path: string, prefixes: string[]) {
   return { state, unsettled: { keys, prefixes: unsettledPrefixes } };
 }
 
+function fromSource(desired: { keys: string[]; values: string[] }, owned: (k: string) => boolean) {
+  const state = new Map<string, Buffer>();
+  desired.keys.forEach((k, i) => {
+    if (owned(k)) state.set(k, Buffer.from(desired.values[i]));
+  });
+  return { state, unsettled: { keys: new Set<string>(), prefixes: [] as string[] } };
+}
+
 /** Computes the diff (see the module comment). */
 export default function resyncDiff(task: ResyncDiffTask): ResyncDiff {
   const owned = (k: string) => task.prefixes.some((p) => k.startsWith(p));
-  const { state, unsettled } = task.desired
-    ? {
-        state: new Map(task.desired.keys.map((k, i) => [k, task.desired!.values[i]] as const).filter(([k]) => owned(k))),
-        unsettled: { keys: new Set<string>(), prefixes: [] as string[] },
-      }
-    : desiredFromJournal(task.path, task.prefixes);
+  const { state, unsettled } = task.desired ? fromSource(task.desired, owned) : desiredFromJournal(task.path, task.prefixes);
   const isUnsettled = (k: string) =>
     unsettled.keys.has(k) || (unsettled.prefixes.length > 0 && unsettled.prefixes.some((p) => k.startsWith(p)));
 
@@ -87,7 +90,7 @@ export default function resyncDiff(task: ResyncDiffTask): ResyncDiff {
     const key = keys[i];
     seen.add(key);
     const want = state.get(key);
-    if (want !== undefined && buf.toString('utf8', offsets[i], offsets[i + 1]) === want) continue;
+    if (want !== undefined && buf.compare(want, 0, want.length, offsets[i], offsets[i + 1]) === 0) continue;
     if (isUnsettled(key)) {
       diff.skipped++;
     } else if (want === undefined) {
@@ -95,7 +98,7 @@ export default function resyncDiff(task: ResyncDiffTask): ResyncDiff {
       diff.extra.modRevisions.push(modRevisions[i]);
     } else {
       diff.changed.keys.push(key);
-      diff.changed.values.push(want);
+      diff.changed.values.push(want.toString('utf8'));
       diff.changed.modRevisions.push(modRevisions[i]);
     }
   }
@@ -108,7 +111,7 @@ export default function resyncDiff(task: ResyncDiffTask): ResyncDiff {
       continue;
     }
     diff.missing.keys.push(key);
-    diff.missing.values.push(state.get(key)!);
+    diff.missing.values.push(state.get(key)!.toString('utf8'));
   }
   return diff;
 }
