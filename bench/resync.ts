@@ -50,12 +50,12 @@ import { keyLayout, type KeyLayout } from '../src/keys.ts';
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { bindingValue, vifType } from '../src/mech.ts';
 import { createPool } from '../src/pool.ts';
-import resyncDiff, { type EtcdColumns, type ResyncDiff, type ResyncDiffTask } from '../src/resync-diff.ts';
-import { ownedPrefixes, RESYNC_ROLE, type ResyncReport } from '../src/resync.ts';
+import resyncDiff, { type ResyncDiff, type ResyncDiffTask } from '../src/resync-diff.ts';
+import { ownedPrefixes, RESYNC_ROLE, toColumns, type ResyncReport } from '../src/resync.ts';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
-import type { Port, PortBind, Segment } from '../src/types.ts';
 import { formatTable } from './drain.ts';
 import type { ScenarioReport, TargetCheck } from './index.ts';
+import { bindArgs, HOSTS } from './ports-data.ts';
 
 /** Options of {@link runResync}. */
 export interface ResyncBenchOptions {
@@ -73,42 +73,12 @@ export interface ResyncBenchOptions {
   flags?: Record<string, string | boolean | undefined>;
 }
 
-const HOSTS = 20;
 const PAGE_SIZE = 10_000;
 /** The runtime's default call deadline; the snapshot read uses 4× it per page, as here. */
 const CALL_TIMEOUT_MS = 5000;
 const SAMPLE_MS = 50;
 
 // ---------------------------------------------------------------- the data
-
-const hex = (n: number, width: number): string => (n >>> 0).toString(16).padStart(width, '0').slice(-width);
-
-/** A deterministic UUID-shaped id: `tag` tells the kinds apart. */
-function uuid(tag: number, i: number): string {
-  const h = Math.imul(i + 1, 2654435761);
-  return `${hex(h, 8)}-${hex(tag, 4)}-4${hex(i >>> 12, 3)}-a${hex(i, 3)}-${hex(i, 12)}`;
-}
-
-/** The i-th port bind: one fixed IPv4, no security group (one key per bind), on one of 20 hosts. */
-function bindArgs(i: number): PortBind {
-  const port: Port = {
-    id: uuid(1, i),
-    mac_address: `fa:16:3e:${hex(i >>> 16, 2)}:${hex(i >>> 8, 2)}:${hex(i, 2)}`,
-    device_owner: 'compute:nova',
-    device_id: uuid(2, i),
-    fixed_ips: [{ subnet_id: uuid(3, i % 64), ip_address: `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}` }],
-    allowed_address_pairs: [],
-    security_groups: [],
-    port_security_enabled: true,
-  };
-  const segment: Segment = {
-    id: uuid(4, i % 1000),
-    network_type: 'vlan',
-    physical_network: 'physnet1',
-    segmentation_id: 100 + (i % 1000),
-  };
-  return { port, segment, host: `compute-${String(i % HOSTS).padStart(3, '0')}` };
-}
 
 /** The key and value portwire writes for bind `i`; `segmentationShift` makes a drifted value. */
 function keyValue(keys: KeyLayout, i: number, segmentationShift = 0): { key: string; value: unknown } {
@@ -181,21 +151,6 @@ async function readOwned(client: Etcd3, keys: KeyLayout): Promise<{ revision: st
   return { revision: revision!, kvs };
 }
 
-/** The compact columns a resync sends to the pool (as `snapshot()` in src/resync.ts builds them). */
-function columnsOf(kvs: KeyValue[]): EtcdColumns {
-  let total = 0;
-  for (const kv of kvs) total += kv.value.length;
-  const values = Buffer.allocUnsafe(total);
-  const offsets = new Uint32Array(kvs.length + 1);
-  const modRevisions = new Float64Array(kvs.length);
-  let o = 0;
-  kvs.forEach((kv, i) => {
-    o += kv.value.copy(values, o);
-    offsets[i + 1] = o;
-    modRevisions[i] = Number(kv.modRevision);
-  });
-  return { keys: kvs.map((kv) => kv.key), values, offsets, modRevisions };
-}
 
 /** RSS sampled every {@link SAMPLE_MS} ms until stopped. */
 function rssSampler(): () => { samples: number; maxBytes: number; startBytes: number } {
@@ -467,7 +422,7 @@ export async function runResync(options: ResyncBenchOptions = {}): Promise<Scena
     await pool.run({ kind: 'echo' }); // start the thread; not measured
     for (let r = 0; r < repeats; r++) {
       const snap = await timed(() => readOwned(client!, keys));
-      const cols = await timed(() => columnsOf(snap.value.kvs));
+      const cols = await timed(() => toColumns(snap.value.kvs));
       const desired = await timed(() => prefixes.map((p) => journal!.desiredSnapshot(p)));
       desiredKeys = desired.value.reduce((s, x) => s + x.state.size, 0);
       const task: ResyncDiffTask = { kind: 'resyncDiff', path: journal.path, prefixes, etcd: cols.value };

@@ -18,7 +18,7 @@ import { fromPromise } from 'xstate';
 import { resyncMachine, type ResyncOutput } from '../machines/resync.ts';
 import type { Term } from '../machines/election.ts';
 import { etcdElection, type ElectionDeps } from './election.ts';
-import { fencedTxn, readPrefixAt, type Fence } from './etcd.ts';
+import { fencedTxn, readPrefixAt, type Fence, type KeyValue } from './etcd.ts';
 import type { Journal } from './journal.ts';
 import type { KeyLayout } from './keys.ts';
 import type { EtcdColumns, ResyncDiff, ResyncDiffTask } from './resync-diff.ts';
@@ -71,6 +71,11 @@ async function snapshot(deps: ResyncDeps, prefixes: string[]): Promise<{ revisio
     revision = r.revision;
     kvs.push(...r.kvs);
   }
+  return { revision: revision!, columns: toColumns(kvs) };
+}
+
+/** Packs a snapshot into the compact columns the pool diff takes. */
+export function toColumns(kvs: readonly KeyValue[]): EtcdColumns {
   let total = 0;
   for (const kv of kvs) total += kv.value.length;
   const values = Buffer.allocUnsafe(total);
@@ -82,7 +87,7 @@ async function snapshot(deps: ResyncDeps, prefixes: string[]): Promise<{ revisio
     offsets[i + 1] = o;
     modRevisions[i] = Number(kv.modRevision);
   });
-  return { revision: revision!, columns: { keys: kvs.map((kv) => kv.key), values, offsets, modRevisions } };
+  return { keys: kvs.map((kv) => kv.key), values, offsets, modRevisions };
 }
 
 async function sourceColumns(source: DesiredSource): Promise<{ keys: string[]; values: string[] }> {
