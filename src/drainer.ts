@@ -245,7 +245,7 @@ class DrainRun {
     const d = this.deferred.get(key);
     if (d) {
       const newest = Math.max(...d.op.seqs);
-      if (seqs[seqs.length - 1] <= newest) return undefined;
+      if (Math.max(...seqs) <= newest) return undefined;
       op.seqs = [...new Set([...d.op.seqs, ...seqs])].sort((a, b) => a - b);
       this.deferred.delete(key);
     }
