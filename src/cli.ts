@@ -16,6 +16,8 @@ import { Journal, JOURNAL_FILE, type DeadLetter } from './journal.ts';
 import { resolveOptions } from './options.ts';
 import { RESYNC_ROLE, type ResyncReport } from './resync.ts';
 import { createRuntime, type Runtime } from './runtime.ts';
+import { machines } from '../machines/index.ts';
+import { machineToJson, machineToMermaid } from './machine-export.ts';
 
 /** Where a command writes. */
 export interface CliIo {
@@ -251,6 +253,24 @@ export const COMMANDS: Record<string, Command> = {
     flags: { 'data-dir': dataDirFlag },
     async run(values, _p, io) {
       io.stdout.write(`${await withJournal(values, (j) => j.depth())}\n`);
+      return 0;
+    },
+  },
+  machines: {
+    summary: 'export every statechart (for docs and reviews)',
+    positionals: '[NAME...]',
+    flags: { format: { type: 'string', arg: 'mermaid|json', help: 'output format (default mermaid)' } },
+    async run(values, positionals, io) {
+      const format = str(values, 'format') ?? 'mermaid';
+      if (format !== 'mermaid' && format !== 'json') throw new UsageError('--format must be mermaid or json');
+      const names = positionals.length > 0 ? positionals : Object.keys(machines);
+      for (const n of names) if (!(n in machines)) throw new UsageError(`unknown machine ${n} (known: ${Object.keys(machines).join(', ')})`);
+      const list = names.map((n) => [n, machines[n as keyof typeof machines]] as const);
+      if (format === 'json') {
+        io.stdout.write(`${JSON.stringify(Object.fromEntries(list.map(([n, m]) => [n, machineToJson(m)])), null, 2)}\n`);
+      } else {
+        for (const [n, m] of list) io.stdout.write(`%% ${n}\n${machineToMermaid(m)}\n\n`);
+      }
       return 0;
     },
   },
