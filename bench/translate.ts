@@ -32,6 +32,7 @@ import {
 import { INLINE_THRESHOLD, streamGroupsInPool, translateGroupsInPool, type GroupRules } from '../src/translate-pool.ts';
 import { formatTable } from './drain.ts';
 import type { TargetCheck } from './index.ts';
+import { rng } from '../test/helpers/rng.ts';
 
 /** Options of {@link runTranslate}; the harness's flags (`quick`, `flags`) are read too. */
 export interface TranslateBenchOptions {
@@ -53,16 +54,6 @@ export interface TranslateBenchOptions {
   flags?: Record<string, string | boolean | undefined>;
 }
 
-/** mulberry32. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Realistic Neutron groups: mostly TCP/UDP single ports and ranges, ICMP,

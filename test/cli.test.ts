@@ -17,6 +17,7 @@ import { RESYNC_ROLE } from '../src/resync.ts';
 import { createRuntime } from '../src/runtime.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { segment } from './helpers/workload.ts';
+import { processGone } from './helpers/process.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'src', 'bin.mjs');
@@ -96,14 +97,6 @@ function managedEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function processGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-}
 
 function summaryField(stdout: string, name: string): string {
   const m = new RegExp(`^\\s+${name}\\s+(.*)$`, 'm').exec(stdout);

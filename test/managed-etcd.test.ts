@@ -4,18 +4,11 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findEtcdBinary, startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
+import { processGone } from './helpers/process.ts';
 
 /** No retries, no circuit breaker: a failed call fails at once, the next one goes through. */
 const direct = { faultHandling: { host: () => noop, global: noop } };
 
-function processGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-}
 
 describe('managed etcd', () => {
   let etcd: ManagedEtcd;

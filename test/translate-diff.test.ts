@@ -10,20 +10,11 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { ValidationError } from '../src/errors.ts';
 import { FIXES, securityGroupToAcl, securityGroupToJson, translateRule, type AclRule, type FixId, type NeutronRule } from '../src/translate.ts';
+import { rng } from './helpers/rng.ts';
 
 const RULES = 120_000;
 const SCRIPT = fileURLToPath(new URL('./fixtures/reference_acl.py', import.meta.url));
 
-/** mulberry32: a small seeded generator. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const MISSING = Symbol('missing');
 /** The reference's `protocols` table, and neutron_lib names it lacks. */

@@ -8,18 +8,8 @@ import { bindingValue, vifType } from '../../src/mech.ts';
 import type { KeyLayout } from '../../src/keys.ts';
 import type { BindingLevel, Port, Segment } from '../../src/types.ts';
 import type { ScriptOp } from './runtime-child.ts';
+import { rng } from './rng.ts';
 
-/** A small deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export const segment: Segment = { id: 'seg-1', network_type: 'vlan', physical_network: 'physnet1', segmentation_id: 100 };
 const ours: BindingLevel = { bound_driver: 'vpp', bound_segment: segment };
