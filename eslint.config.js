@@ -13,6 +13,14 @@ export default tseslint.config(
     },
   },
   {
+    // the inspector page's browser scripts (served as text by src/inspector/page.ts)
+    files: ['src/inspector/client/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: { window: 'readonly', document: 'readonly', fetch: 'readonly', EventSource: 'readonly', URLSearchParams: 'readonly', performance: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', console: 'readonly' },
+    },
+  },
+  {
     files: ['machines/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: ['etcd3', 'lmdb', 'piscina', 'pino', 'node:*', '../src/*'] }],

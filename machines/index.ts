@@ -6,6 +6,7 @@ import { electionMachine } from './election.ts';
 import { forwarderMachine } from './forwarder.ts';
 import { supervisorMachine } from './supervisor.ts';
 import { resyncMachine } from './resync.ts';
+import { portMachine } from './port.ts';
 
 export { electionMachine, forwarderMachine, resyncMachine, supervisorMachine };
 
@@ -15,4 +16,5 @@ export const machines = {
   forwarder: forwarderMachine,
   resync: resyncMachine,
   election: electionMachine,
+  port: portMachine,
 } as const;

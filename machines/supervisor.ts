@@ -12,17 +12,19 @@
 import { assign, sendTo, setup } from 'xstate';
 import { forwarderMachine, type ForwarderInput } from './forwarder.ts';
 import { resyncMachine, type ResyncInput } from './resync.ts';
+import { returnWatcherMachine, type ReturnWatcherInput } from './return-watcher.ts';
 
 /** Input of the supervisor machine: the input of each enabled role. */
 export interface SupervisorInput {
   forwarder?: ForwarderInput;
   resync?: ResyncInput;
+  returnWatcher?: ReturnWatcherInput;
   /** First restart delay of a crashed role (doubles, up to restartMaxMs). */
   restartBaseMs: number;
   restartMaxMs: number;
 }
 
-type Role = 'forwarder' | 'resync';
+type Role = 'forwarder' | 'resync' | 'returnWatcher';
 
 export interface SupervisorContext extends SupervisorInput {
   restarts: Record<Role, number>;
@@ -40,7 +42,7 @@ export const supervisorMachine = setup({
     events: {} as SupervisorEvent,
     input: {} as SupervisorInput,
   },
-  actors: { forwarder: forwarderMachine, resync: resyncMachine },
+  actors: { forwarder: forwarderMachine, resync: resyncMachine, returnWatcher: returnWatcherMachine },
   actions: {
     recordCrash: assign(({ context, event }, params: { role: Role }) => ({
       restarts: { ...context.restarts, [params.role]: context.restarts[params.role] + 1 },
@@ -50,14 +52,16 @@ export const supervisorMachine = setup({
   guards: {
     forwarderEnabled: ({ context }) => context.forwarder !== undefined,
     resyncEnabled: ({ context }) => context.resync !== undefined,
+    returnWatcherEnabled: ({ context }) => context.returnWatcher !== undefined,
   },
   delays: {
     forwarderRestart: ({ context }) => delay(context, 'forwarder'),
     resyncRestart: ({ context }) => delay(context, 'resync'),
+    returnWatcherRestart: ({ context }) => delay(context, 'returnWatcher'),
   },
 }).createMachine({
   id: 'supervisor',
-  context: ({ input }) => ({ ...input, restarts: { forwarder: 0, resync: 0 } }),
+  context: ({ input }) => ({ ...input, restarts: { forwarder: 0, resync: 0, returnWatcher: 0 } }),
   type: 'parallel',
   states: {
     forwarder: {
@@ -115,6 +119,33 @@ export const supervisorMachine = setup({
         },
         restarting: {
           after: { resyncRestart: 'running' },
+          on: { STOP: 'done' },
+        },
+        done: { type: 'final' },
+      },
+    },
+    returnWatcher: {
+      initial: 'init',
+      states: {
+        init: { always: [{ guard: 'returnWatcherEnabled', target: 'running' }, { target: 'done' }] },
+        running: {
+          invoke: {
+            id: 'returnWatcher',
+            src: 'returnWatcher',
+            input: ({ context }) => context.returnWatcher!,
+            onDone: 'done',
+            onError: { target: 'restarting', actions: { type: 'recordCrash', params: { role: 'returnWatcher' } } },
+          },
+          initial: 'active',
+          states: {
+            active: {
+              on: { STOP: { target: 'stopping', actions: sendTo('returnWatcher', { type: 'STOP' }) } },
+            },
+            stopping: {},
+          },
+        },
+        restarting: {
+          after: { returnWatcherRestart: 'running' },
           on: { STOP: 'done' },
         },
         done: { type: 'final' },

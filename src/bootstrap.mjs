@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Prepares a machine for `npm start` / `npm test`: Node version, npm dependencies, an etcd
-// server. Node built-ins only (runs before `npm install`); silent when nothing is to be done.
+// server, and for `npm test` (or `--test`) a Chromium for the inspector's browser tests.
+// Node built-ins only (runs before `npm install`); silent when nothing is to be done.
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
@@ -8,6 +9,9 @@ import { fileURLToPath } from 'node:url';
 
 const MIN_NODE = [20, 19];
 const ETCD_CANDIDATES = ['/usr/bin/etcd', '/usr/sbin/etcd', '/usr/local/bin/etcd'];
+// keep in step with test/helpers/browser.ts
+const CHROMIUM_NAMES = ['chromium', 'chromium-browser'];
+const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/lib/chromium/chromium'];
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 function fail(message) {
@@ -80,16 +84,23 @@ function onPath(cmd) {
   return (process.env.PATH ?? '').split(delimiter).some((d) => d && isExecutable(join(d, cmd)));
 }
 
+const canApt = () => typeof process.getuid === 'function' && process.getuid() === 0 && onPath('apt-get');
+let aptUpdated = false;
+
+/** `apt-get install -y pkg` (after one `apt-get update`); false on failure when `tolerate`. */
+function aptInstall(pkg, { tolerate = false } = {}) {
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  if (!aptUpdated) aptUpdated = run('apt-get', ['update'], { env, tolerate });
+  return run('apt-get', ['install', '-y', pkg], { env, tolerate });
+}
+
 function ensureEtcd() {
   if (process.env.ETCD_ENDPOINTS) return;
   if (findEtcd()) return;
   if (process.env.ETCD_BIN) fail(`ETCD_BIN=${process.env.ETCD_BIN} is not an executable file.`);
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (isRoot && onPath('apt-get')) {
+  if (canApt()) {
     console.error('portwire bootstrap: etcd not found, installing etcd-server with apt-get');
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    run('apt-get', ['update'], { env });
-    run('apt-get', ['install', '-y', 'etcd-server'], { env });
+    aptInstall('etcd-server');
     if (findEtcd()) return;
     fail('apt-get installed etcd-server but no etcd binary was found.');
   }
@@ -99,6 +110,36 @@ function ensureEtcd() {
   );
 }
 
+function findChromium() {
+  if (process.env.CHROMIUM_BIN) return isExecutable(process.env.CHROMIUM_BIN) ? process.env.CHROMIUM_BIN : undefined;
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  return [...CHROMIUM_NAMES.flatMap((n) => dirs.map((d) => join(d, n))), ...CHROMIUM_CANDIDATES].find(isExecutable);
+}
+
+/**
+ * The inspector's browser tests drive the system's Chromium through playwright-core (which
+ * never downloads a browser here): install Debian's `chromium` when missing, as root with apt.
+ * Never fatal: without it the browser tests are skipped, or fail under CI=true.
+ */
+function ensureChromium() {
+  if (findChromium()) return;
+  const hint = "the inspector's browser tests need Chromium: install Debian's chromium package, or set CHROMIUM_BIN";
+  if (process.env.CHROMIUM_BIN) {
+    console.error(`portwire bootstrap: CHROMIUM_BIN=${process.env.CHROMIUM_BIN} is not an executable file; ${hint}`);
+    return;
+  }
+  if (canApt()) {
+    console.error('portwire bootstrap: chromium not found, installing chromium with apt-get (browser tests)');
+    if (aptInstall('chromium', { tolerate: true }) && findChromium()) return;
+    console.error(`portwire bootstrap: chromium could not be installed; ${hint}`);
+    return;
+  }
+  console.error(`portwire bootstrap: no chromium found; ${hint}`);
+}
+
+const forTests = process.env.npm_lifecycle_event === 'pretest' || process.argv.includes('--test');
+
 checkNode();
 ensureDependencies();
 ensureEtcd();
+if (forTests) ensureChromium();

@@ -10,6 +10,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { createAgents } from './agents.ts';
 import { DEMO_DEFAULTS, DEMO_MAX_PORTS, runDemo } from './demo.ts';
 import { PortwireError, TimeoutError } from './errors.ts';
 import { Journal, JOURNAL_FILE, type DeadLetter } from './journal.ts';
@@ -185,6 +186,70 @@ function deadJson(d: DeadLetter): object {
  * `machines export`): a key of one or two words, flags, and a handler.
  */
 export const COMMANDS: Record<string, Command> = {
+  agents: {
+    summary: 'run simulated compute agents that answer port bindings in etcd, until Ctrl-C',
+    flags: {
+      hosts: { type: 'string', arg: 'N|a,b', help: "agents: a count (compute-1..compute-N) or host names (default 3)" },
+      physnets: { type: 'string', arg: 'a,b', help: "physnets each agent announces (default 'physnet1')" },
+      delay: { type: 'string', arg: 'MS', help: 'delay before a bound port is confirmed (default 0)' },
+      jitter: { type: 'string', arg: 'MS', help: 'plus a uniform random 0..MS (default 0)' },
+      'failure-rate': { type: 'string', arg: 'F', help: 'probability 0..1 that a port is never confirmed (default 0)' },
+      style: { type: 'string', arg: 'vpp|calico', help: 'state value: interface props or {"status":"up"} (default vpp)' },
+      ttl: { type: 'string', arg: 'S', help: 'TTL of the alive key\'s lease, seconds (default 10)' },
+      etcd: { type: 'string', arg: 'URL,...', help: "etcd to use (default $ETCD_ENDPOINTS, else 'http://127.0.0.1:2379')" },
+      prefix: { type: 'string', arg: 'P', help: "key prefix (default '/networking-vpp')" },
+      'exit-after': { type: 'string', arg: 'MS', help: 'stop by itself after MS (default: run until SIGINT/SIGTERM)' },
+    },
+    async run(values, _p, io) {
+      const hostsRaw = str(values, 'hosts') ?? '3';
+      const hosts = /^\d+$/.test(hostsRaw) ? int(values, 'hosts', 3, 1, 100_000) : hostsRaw.split(',').map((h) => h.trim()).filter(Boolean);
+      const rateRaw = str(values, 'failure-rate');
+      const failureRate = rateRaw === undefined ? 0 : Number(rateRaw);
+      if (rateRaw !== undefined && (rateRaw.trim() === '' || !(failureRate >= 0 && failureRate <= 1))) {
+        throw new UsageError(`--failure-rate must be a number from 0 to 1, got '${rateRaw}'`);
+      }
+      const style = str(values, 'style') ?? 'vpp';
+      if (style !== 'vpp' && style !== 'calico') throw new UsageError('--style must be vpp or calico');
+      const physnets = str(values, 'physnets')?.split(',').map((s) => s.trim()).filter(Boolean);
+      const exitAfter = values['exit-after'] === undefined ? undefined : int(values, 'exit-after', 0, 0, 2 ** 31 - 1);
+      const endpoints = etcdFlag(values);
+      const agents = createAgents({
+        etcd: endpoints ? { endpoints } : {},
+        prefix: prefixFlag(values),
+        hosts,
+        physnets,
+        confirmDelayMs: int(values, 'delay', 0, 0, 2 ** 31 - 1),
+        jitterMs: int(values, 'jitter', 0, 0, 2 ** 31 - 1),
+        failureRate,
+        style,
+        aliveTtlSec: int(values, 'ttl', 10, 1, 1_000_000),
+      });
+      agents.on('error', (e) => io.stderr.write(`portwire agents: ${e.host}: ${e.op} failed, retrying in ${e.retryInMs} ms: ${e.error.message}\n`));
+      let finish = (_why: string): void => {};
+      const finished = new Promise<string>((res) => (finish = res));
+      const onSignal = (sig: NodeJS.Signals): void => finish(sig);
+      process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+      const timer = exitAfter === undefined ? undefined : setTimeout(() => finish('exit-after'), exitAfter);
+      let started = false;
+      try {
+        started = await Promise.race([agents.start().then(() => true), finished.then(() => false)]);
+        if (started) {
+          const { hosts: names } = agents;
+          const list = names.length > 3 ? `${names[0]}..${names[names.length - 1]}` : names.join(', ');
+          io.stdout.write(`agents: ${names.length} running (${list}), style ${style}, prefix ${prefixFlag(values) ?? '/networking-vpp'}; press Ctrl-C to stop\n`);
+        }
+        await finished;
+      } finally {
+        clearTimeout(timer);
+        process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+        await agents.stop();
+      }
+      const s = agents.stats();
+      io.stdout.write(`agents stopped: confirmed ${s.confirmed}, failed ${s.failed}, removed ${s.removed}, errors ${s.errors}\n`);
+      if (!started) io.stderr.write('portwire: the agents stopped before they could start (is etcd reachable?)\n');
+      return started ? 0 : 1;
+    },
+  },
   demo: {
     summary: 'start etcd and a runtime, bind ports with a progress bar, print a summary',
     flags: {

@@ -116,6 +116,14 @@ export class Journal {
   }
 
   /**
+   * A named msgpack table in the journal's LMDB environment, for another
+   * component's durable records (the port registry's `notified`).
+   */
+  table<V>(name: string): Database<V, string> {
+    return this.root.openDB<V, string>({ name, encoding: 'msgpack' });
+  }
+
+  /**
    * Appends `ops` in one transaction (journal and desired state together) and
    * resolves once it is fsync'd, with the last sequence number used.
    * @throws JournalFullError when the LMDB map is full (nothing was written)

@@ -62,6 +62,19 @@ export interface RuntimeOptions {
     /** An authoritative desired state (e.g. from the Neutron DB) replacing the journal's. */
     source?: DesiredSource;
   };
+  /** The return watcher: agents' answers, port actors, host liveness. */
+  returnWatcher?: {
+    /** Run the return-watcher role in this process (it also feeds `canBind`). @default true */
+    enabled?: boolean;
+    /** Time an agent may take to confirm a binding before `portStalled`, in ms. @default 30000 */
+    stallMs?: number;
+    /** How often the watch asks etcd for a progress report, in ms. @default 2000 */
+    progressIntervalMs?: number;
+    /** A watch silent for this long is relisted, in ms. @default 3 × progressIntervalMs */
+    silentMs?: number;
+    /** First relist delay after a watch fault, doubling up to 5 s, in ms. @default 100 */
+    backoffBaseMs?: number;
+  };
   /** Run a forwarder in this process (processes that only append may set false). @default true */
   forwarder?: boolean;
   /** Directory of vhost-user sockets in VIF details. @default '/tmp' */
@@ -85,12 +98,13 @@ export interface RuntimeOptions {
 
 /** Options with every default applied. */
 export type ResolvedOptions = Required<
-  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync'>
+  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync' | 'returnWatcher'>
 > & {
   etcd: EtcdConnectionOptions & { endpoints: string[]; callTimeoutMs: number };
   batch: { maxTxnOps?: number; maxTxnBytes: number; maxRequestBytes: number; windowEntries: number; inFlight: number };
   retry: Required<NonNullable<RuntimeOptions['retry']>>;
   resync: { enabled: boolean; intervalMs: number; source?: DesiredSource };
+  returnWatcher: Required<NonNullable<RuntimeOptions['returnWatcher']>>;
   physnetKnown?: RuntimeOptions['physnetKnown'];
   logger?: Logger;
 };
@@ -126,6 +140,13 @@ export function resolveOptions(options: RuntimeOptions = {}): ResolvedOptions {
       enabled: options.resync?.enabled ?? true,
       intervalMs: options.resync?.intervalMs ?? 300_000,
       source: options.resync?.source,
+    },
+    returnWatcher: {
+      enabled: options.returnWatcher?.enabled ?? true,
+      stallMs: options.returnWatcher?.stallMs ?? 30_000,
+      progressIntervalMs: options.returnWatcher?.progressIntervalMs ?? 2000,
+      silentMs: options.returnWatcher?.silentMs ?? 3 * (options.returnWatcher?.progressIntervalMs ?? 2000),
+      backoffBaseMs: options.returnWatcher?.backoffBaseMs ?? 100,
     },
     pollIntervalMs: options.pollIntervalMs ?? 1000,
     backoffBaseMs: options.backoffBaseMs ?? 100,

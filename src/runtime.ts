@@ -16,12 +16,17 @@ import { createEtcdClient, deadline, probeMaxTxnOps } from './etcd.ts';
 import { etcdResync, resyncOnce, RESYNC_ROLE, type ResyncDeps, type ResyncReport } from './resync.ts';
 import { fromEtcdError, NotLeaderError, RuntimeStateError, TimeoutError } from './errors.ts';
 import { etcdForwarder, FORWARDER_ROLE } from './forwarder.ts';
+import { HostCache } from './host-cache.ts';
+import { PortRegistry, type PortEvents } from './port-registry.ts';
+import { etcdReturnWatcher, RETURN_WATCHER_ROLE } from './return-watcher.ts';
+import type { PortStatus } from '../machines/port.ts';
 import { Journal, type DeadLetter } from './journal.ts';
 import { keyLayout, type KeyLayout } from './keys.ts';
 import { roleLogger, silentLogger } from './logger.ts';
 import {
   bindOps,
   bindPortDecision,
+  checkSegment,
   deletePortOps,
   unbindOps,
   updatePortOps,
@@ -47,6 +52,9 @@ import {
   validateBind,
   validateBindDecisionArgs,
   validateDelete,
+  validateHost,
+  validateId,
+  validateSegment,
   validateUnbind,
   validateUpdate,
 } from './validate.ts';
@@ -69,6 +77,22 @@ export interface RuntimeEvents {
   resync: [ResyncReport];
   /** A role machine crashed (it is restarted). */
   error: [Error];
+  /** A host's agent announced itself (leader of the return watcher only). */
+  hostAlive: [{ host: string }];
+  /** A host's `alive` key was deleted or expired (leader of the return watcher only). */
+  hostDead: [{ host: string }];
+  /** Provisioning complete: the agent confirmed the binding; once per binding (leader of the return watcher only). */
+  portBound: PortEvents['portBound'];
+  /** The agent did not confirm a binding within `returnWatcher.stallMs`. */
+  portStalled: PortEvents['portStalled'];
+  /** A stalled port was confirmed after all. */
+  portRecovered: PortEvents['portRecovered'];
+  /** The binding the host was told about is gone from etcd. */
+  portUnbound: PortEvents['portUnbound'];
+  /** The agent reported a new status (`up`, `down`, `error`) for a bound port. */
+  portStatus: PortEvents['portStatus'];
+  /** The return watcher's stream ended and relists (compaction, broken or silent watch). */
+  watchFault: [{ reason: string }];
 }
 
 /** Operations available inside {@link Runtime.transaction}. */
@@ -86,6 +110,8 @@ export interface RuntimeStatus {
   journalDepth: number;
   deadLetters: number;
   roles: Record<string, { state: unknown; leader: boolean; token?: string }>;
+  /** Ports tracked by the return watcher, per state, and how many have a live actor. */
+  ports: { total: number; states: Record<string, number>; liveActors: number };
 }
 
 /** A runtime; see {@link createRuntime}. */
@@ -98,6 +124,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   private pool?: Piscina;
   private secgroups?: SecurityGroups;
   private client?: Etcd3;
+  private hostCache = new HostCache();
+  private registry?: PortRegistry;
   private supervisor?: Actor<typeof supervisorMachine>;
   private unwatchKick?: () => void;
   private terms = new Map<string, Term>();
@@ -126,8 +154,24 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.pool = createPool({ size: o.poolSize });
     this.secgroups = new SecurityGroups(this.journal, this.pool, this.keys);
     await this.warmPool(this.pool, this.journal);
+    this.registry = new PortRegistry({
+      stallMs: o.returnWatcher.stallMs,
+      notified: this.journal.table('notified'),
+      log: roleLogger(this.log, 'ports'),
+      now: o.now,
+    });
+    for (const type of ['portBound', 'portStalled', 'portRecovered', 'portUnbound', 'portStatus'] as const) {
+      (this.registry.on as (t: string, fn: (e: unknown) => void) => void)(type, (e) =>
+        (this.emit as (t: string, d: unknown) => boolean)(type, e),
+      );
+    }
+    for (const type of ['hostAlive', 'hostDead'] as const) {
+      this.hostCache.on(type, (e) => {
+        if (this.terms.has(RETURN_WATCHER_ROLE)) this.emit(type, e);
+      });
+    }
     this.state = 'running';
-    if (!o.forwarder && !o.resync.enabled) return;
+    if (!o.forwarder && !o.resync.enabled && !o.returnWatcher.enabled) return;
     const electionDeps = (log: Logger) => ({
       client: this.client!,
       keys: this.keys,
@@ -190,6 +234,26 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         onReport: (report) => this.emit('resync', report),
       });
       input.resync = { intervalMs: o.resync.intervalMs, election: electionInput(RESYNC_ROLE) };
+    }
+    if (o.returnWatcher.enabled) {
+      const log = roleLogger(this.log, RETURN_WATCHER_ROLE);
+      actors.returnWatcher = etcdReturnWatcher({
+        client: this.client,
+        keys: this.keys,
+        hosts: this.hostCache,
+        ports: this.registry,
+        election: electionDeps(log),
+        log,
+        callTimeoutMs: o.etcd.callTimeoutMs,
+        progressIntervalMs: o.returnWatcher.progressIntervalMs,
+        silentMs: o.returnWatcher.silentMs,
+        onFault: (fault) => this.emit('watchFault', { reason: fault.reason }),
+      });
+      input.returnWatcher = {
+        backoffBaseMs: o.returnWatcher.backoffBaseMs,
+        backoffMaxMs: 5000,
+        election: electionInput(RETURN_WATCHER_ROLE),
+      };
     }
     const machine = supervisorMachine.provide({ actors: actors as never });
     this.supervisor = createActor(machine, { input });
@@ -313,6 +377,9 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 
   private async physnetKnown(host: string, physnet: string): Promise<boolean> {
     if (this.options.physnetKnown) return this.options.physnetKnown(host, physnet);
+    if (this.options.returnWatcher.enabled && (this.hostCache.synced || (await this.hostsSynced()))) {
+      return this.hostCache.physnetKnown(host, physnet);
+    }
     if (!this.client) throw new RuntimeStateError('runtime is not started');
     try {
       const [alive, net] = await Promise.all([
@@ -326,6 +393,56 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     } catch (err) {
       throw fromEtcdError(err);
     }
+  }
+
+  /** Waits (up to the etcd call timeout) for the return watcher's first list. */
+  private hostsSynced(): Promise<boolean> {
+    if (this.hostCache.synced) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.hostCache.off('synced', done);
+        resolve(this.hostCache.synced);
+      };
+      const timer = setTimeout(done, this.options.etcd.callTimeoutMs);
+      this.hostCache.on('synced', done);
+    });
+  }
+
+  /**
+   * The segment check, answered from the return watcher's live cache of the
+   * agents' `alive` and `physnets` keys (no etcd round trip): the network
+   * type is one this driver binds, and for `flat` and `vlan` the host is
+   * alive and can attach the segment's physical network.
+   * @returns false as well before the first list has completed
+   * @throws ValidationError naming the field
+   */
+  canBind(host: string, segment: Segment): boolean {
+    const h = validateHost(host);
+    const seg = validateSegment(segment);
+    return checkSegment(this.mech, seg, h, (x, p) => this.hostCache.physnetKnown(x, p));
+  }
+
+  /** Hosts whose agent is alive, from the return watcher's cache. */
+  aliveHosts(): string[] {
+    return this.hostCache.aliveHosts();
+  }
+
+  /**
+   * Resolves when the port is bound in etcd and confirmed by its agent, with
+   * the host and the status the agent reports. Works in every process.
+   * @throws TimeoutError after `timeoutMs` (default 60 s)
+   * @throws ValidationError for a bad id
+   */
+  async whenActive(portId: string, options: { timeoutMs?: number } = {}): Promise<{ host: string; status: PortStatus }> {
+    const id = validateId(portId, 'portId');
+    this.running();
+    return this.registry!.whenActive(id, options.timeoutMs ?? 60_000);
+  }
+
+  /** The port registry (for the inspector and tests). */
+  get ports(): PortRegistry | undefined {
+    return this.registry;
   }
 
   /**
@@ -529,6 +646,16 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
           leader: this.terms.has(RESYNC_ROLE),
           token: this.terms.get(RESYNC_ROLE)?.token,
         },
+        [RETURN_WATCHER_ROLE]: {
+          state: snap?.children.returnWatcher?.getSnapshot().value ?? 'off',
+          leader: this.terms.has(RETURN_WATCHER_ROLE),
+          token: this.terms.get(RETURN_WATCHER_ROLE)?.token,
+        },
+      },
+      ports: {
+        total: this.registry?.size ?? 0,
+        states: this.registry?.stateCounts() ?? {},
+        liveActors: this.registry?.liveActors() ?? 0,
       },
     };
   }
@@ -567,6 +694,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     sup?.stop();
     // an aborted drain finishes its in-flight txns and journal writes before the pool goes
     await this.forwarderSettled?.();
+    this.registry?.clear();
+    await this.registry?.flush();
     await this.pool?.destroy();
     this.client?.close();
     await this.journal?.close();

@@ -1,0 +1,145 @@
+/**
+ * The return watcher: keeps every process's view of what agents report
+ * (`state/`) and what is bound (`nodes/`), and, in the process that leads the
+ * role, drives the port actors that notify the host.
+ *
+ * Two parallel regions:
+ *
+ *   role:    follower ──ELECTED──▶ leader ──DEPOSED──▶ follower
+ *   stream:  syncing.listing ──LISTED──▶ syncing.watching
+ *               ▲      │ FAULT                 │ FAULT
+ *               │      ▼                       ▼
+ *               └── backoff (after backoffDelay, growing with failures) ◀┘
+ *
+ * The stream is a consistent list at one revision, then a watch from the
+ * next; a compacted, broken or silent watch ends it with FAULT and it lists
+ * again (level-triggered: nothing is lost, actors see the same facts twice at
+ * most). Entering `leader` runs `lead` (the registry starts the port actors),
+ * leaving it runs `follow`. The election is a child (`election`); STOP resigns.
+ */
+import { assign, sendTo, setup, fromCallback, type EventObject } from 'xstate';
+import { electionMachine, type ElectionInput, type ElectionNotice, type Term } from './election.ts';
+
+/** Input of the return-watcher machine. */
+export interface ReturnWatcherInput {
+  election: ElectionInput;
+  /** First relist delay after a fault (doubles per consecutive fault, up to backoffMaxMs). */
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+}
+
+/** Why the last stream ended. */
+export interface StreamFault {
+  reason: string;
+  detail?: string;
+}
+
+export interface ReturnWatcherContext extends ReturnWatcherInput {
+  term?: Term;
+  /** Consecutive faults since the last successful list. */
+  failures: number;
+  lists: number;
+  revision?: number;
+  lastFault?: StreamFault;
+}
+
+export type ReturnWatcherEvent =
+  | ElectionNotice
+  | { type: 'LISTED'; revision: number }
+  | { type: 'FAULT'; fault: StreamFault }
+  | { type: 'STOP' };
+
+export const returnWatcherMachine = setup({
+  types: {
+    context: {} as ReturnWatcherContext,
+    events: {} as ReturnWatcherEvent,
+    input: {} as ReturnWatcherInput,
+  },
+  actors: {
+    election: electionMachine,
+    /** Lists, then watches; sends LISTED once and FAULT when the stream ends. */
+    stream: fromCallback<EventObject, { attempt: number }>(() => {
+      throw new Error("return-watcher actor 'stream' not provided");
+    }),
+  },
+  actions: {
+    lead: (_, _params: { term: Term }) => undefined,
+    follow: () => undefined,
+  },
+  delays: {
+    backoffDelay: ({ context }) =>
+      Math.min(context.backoffMaxMs, context.backoffBaseMs * 2 ** Math.max(0, context.failures - 1)),
+  },
+}).createMachine({
+  id: 'return-watcher',
+  context: ({ input }) => ({ ...input, failures: 0, lists: 0 }),
+  invoke: {
+    id: 'election',
+    src: 'election',
+    input: ({ context }) => context.election,
+    onDone: '.stopped',
+    onError: '.stopped',
+  },
+  initial: 'running',
+  states: {
+    running: {
+      type: 'parallel',
+      states: {
+        role: {
+          initial: 'follower',
+          states: {
+            follower: {
+              on: { ELECTED: { target: 'leader', actions: assign({ term: ({ event }) => event.term }) } },
+            },
+            leader: {
+              entry: { type: 'lead', params: ({ context }) => ({ term: context.term! }) },
+              exit: 'follow',
+              on: { DEPOSED: { target: 'follower', actions: assign({ term: undefined }) } },
+            },
+          },
+        },
+        stream: {
+          initial: 'syncing',
+          states: {
+            syncing: {
+              invoke: { src: 'stream', input: ({ context }) => ({ attempt: context.lists + context.failures }) },
+              initial: 'listing',
+              states: {
+                listing: {
+                  on: {
+                    LISTED: {
+                      target: 'watching',
+                      actions: assign({
+                        failures: 0,
+                        lists: ({ context }) => context.lists + 1,
+                        revision: ({ event }) => event.revision,
+                      }),
+                    },
+                  },
+                },
+                watching: {},
+              },
+              on: {
+                FAULT: {
+                  target: 'backoff',
+                  actions: assign({
+                    failures: ({ context }) => context.failures + 1,
+                    lastFault: ({ event }) => event.fault,
+                  }),
+                },
+              },
+            },
+            backoff: {
+              after: { backoffDelay: 'syncing' },
+            },
+          },
+        },
+      },
+      on: {
+        STOP: { target: 'stopping', actions: sendTo('election', { type: 'STOP' }) },
+      },
+    },
+    stopping: {},
+    stopped: { type: 'final' },
+  },
+});

@@ -1,0 +1,216 @@
+/**
+ * A consistent list of key prefixes at one revision, then a watch of the
+ * same prefixes from the next revision, on a raw gRPC watch stream of its own
+ * (etcd3's Watcher hides compaction and stalls; see DESIGN.md pitfalls).
+ *
+ * listing ──listed──▶ watching ──compacted | broken | silent──▶ ended (onFault)
+ * (resuming ──created──▶ watching, when started with `resumeFrom`)
+ *
+ * A stream is used once. After a broken stream (e.g. etcd restarted) the
+ * owner may resume from the last revision it saw; after any other fault (or
+ * when resuming meets a compacted revision) it must list again. Silence is
+ * detected by asking etcd for a progress report every `progressIntervalMs`;
+ * no answer of any kind within `silentMs` is a silent (stalled) watch.
+ */
+import type { Etcd3, IKeyValue, IWatchResponse } from 'etcd3';
+import { fromEtcdError } from './errors.ts';
+import { deadline } from './etcd.ts';
+
+/** One change seen by the watch. */
+export interface WatchChange {
+  type: 'put' | 'delete';
+  key: string;
+  /** Raw value (empty for a delete). */
+  value: Buffer;
+  createRevision: number;
+  modRevision: number;
+}
+
+/** Why a watch ended. */
+export type WatchFault =
+  | { reason: 'compacted'; compactRevision: number }
+  | { reason: 'broken'; error: string; revision: number }
+  | { reason: 'silent'; silentMs: number }
+  | { reason: 'list-failed'; error: string };
+
+/** Options of {@link listWatch}. */
+export interface ListWatchOptions {
+  client: Etcd3;
+  /** The ranges listed (`[key, end)`, values left out with `keysOnly`), all at one revision. */
+  list: ListRange[];
+  /** The range watched: it must cover the listed ones. */
+  watch: { key: string; end: Buffer };
+  /** Skip the list and watch from this revision + 1 (after a broken stream). */
+  resumeFrom?: number;
+  /** Called when watching, with the revision the watch continues from. */
+  onWatching?(revision: number): void;
+  /**
+   * One page of the listed keys, all at `revision`; `last` on the final call
+   * (which may carry no keys). All pages come before any change.
+   */
+  onList(kvs: IKeyValue[], revision: number, last: boolean): void | Promise<void>;
+  /** Changes of one watch response, in revision order; `revision` is the last change's. */
+  onChanges(changes: WatchChange[], revision: number): void;
+  /** The stream ended; list again to go on. Called at most once, never after `close()`. */
+  onFault(fault: WatchFault): void;
+  /** Keys per range page. @default 5000 */
+  pageSize?: number;
+  /** Deadline of one range call. @default 5000 */
+  callTimeoutMs?: number;
+  /** How often to ask for a progress report. @default 2000 */
+  progressIntervalMs?: number;
+  /** No message at all for this long means a silent watch. @default 3 × progressIntervalMs */
+  silentMs?: number;
+  now?: () => number;
+}
+
+/** A running list-watch. */
+export interface ListWatch {
+  /** Ends the stream; no callback runs afterwards. */
+  close(): void;
+}
+
+interface RawStream {
+  write(msg: object): boolean;
+  on(event: 'data', fn: (res: IWatchResponse) => void): RawStream;
+  on(event: 'error', fn: (err: Error) => void): RawStream;
+  on(event: 'end', fn: () => void): RawStream;
+  cancel(): void;
+  end(): void;
+}
+
+/** A key range to list: `[key, end)`, without values when `keysOnly`. */
+export interface ListRange {
+  key: string;
+  end: Buffer;
+  keysOnly?: boolean;
+}
+
+/**
+ * Reads every key of `ranges` at one revision, page by page.
+ * @returns the revision of the read
+ */
+export async function listRanges(
+  client: Etcd3,
+  ranges: ListRange[],
+  onPage: (kvs: IKeyValue[], revision: number) => void,
+  options: { pageSize?: number; callTimeoutMs?: number } = {},
+): Promise<number> {
+  const pageSize = options.pageSize ?? 5000;
+  const timeout = options.callTimeoutMs ?? 5000;
+  let revision: number | undefined;
+  for (const range of ranges) {
+    let key = Buffer.from(range.key);
+    for (;;) {
+      const res = await client.kv.range(
+        { key, range_end: range.end, limit: pageSize, revision, keys_only: range.keysOnly === true },
+        deadline(timeout),
+      );
+      revision ??= Number(res.header.revision);
+      if (res.kvs.length > 0) onPage(res.kvs, revision);
+      if (!res.more || res.kvs.length === 0) break;
+      key = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
+    }
+  }
+  return revision ?? 0;
+}
+
+/**
+ * Lists `prefixes` at one revision and watches them from the next. Every
+ * fault ends the stream with one `onFault` call.
+ */
+export function listWatch(o: ListWatchOptions): ListWatch {
+  const now = o.now ?? Date.now;
+  const progressMs = o.progressIntervalMs ?? 2000;
+  const silentMs = o.silentMs ?? 3 * progressMs;
+  let closed = false;
+  let stream: RawStream | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let lastHeard = now();
+  let revision = o.resumeFrom ?? 0;
+
+  const end = (fault?: WatchFault) => {
+    if (closed) return;
+    closed = true;
+    if (timer) clearInterval(timer);
+    if (stream) {
+      const s = stream;
+      stream = undefined;
+      try {
+        s.cancel();
+      } catch {
+        // already ended
+      }
+    }
+    if (fault) o.onFault(fault);
+  };
+
+  const start = async () => {
+    if (o.resumeFrom === undefined) {
+      try {
+        revision = await listRanges(o.client, o.list, (kvs, rev) => void (closed || o.onList(kvs, rev, false)), o);
+      } catch (err) {
+        end({ reason: 'list-failed', error: fromEtcdError(err).message });
+        return;
+      }
+      if (closed) return;
+      // the watch starts once the listed state is in place
+      await o.onList([], revision, true);
+      if (closed) return;
+    }
+    let s: RawStream;
+    try {
+      s = await (o.client as unknown as { watchClient: { watch(): Promise<RawStream> } }).watchClient.watch();
+    } catch (err) {
+      end({ reason: 'broken', error: fromEtcdError(err).message, revision });
+      return;
+    }
+    if (closed) {
+      s.cancel();
+      return;
+    }
+    stream = s;
+    lastHeard = now();
+    s.on('data', (res) => {
+      if (closed) return;
+      lastHeard = now();
+      if (res.canceled) {
+        const compactRevision = Number(res.compact_revision);
+        end(
+          compactRevision > 0
+            ? { reason: 'compacted', compactRevision }
+            : { reason: 'broken', error: `watch canceled: ${res.cancel_reason || 'no reason'}`, revision },
+        );
+        return;
+      }
+      if (res.created) o.onWatching?.(revision);
+      if (res.events.length === 0) return;
+      const changes: WatchChange[] = res.events.map((ev) => ({
+        type: ev.type === 'Delete' || (ev.type as unknown) === 1 ? 'delete' : 'put',
+        key: ev.kv.key.toString(),
+        value: ev.kv.value,
+        createRevision: Number(ev.kv.create_revision),
+        modRevision: Number(ev.kv.mod_revision),
+      }));
+      // a revision's events never straddle two responses: resuming after the last one is exact
+      revision = changes[changes.length - 1].modRevision;
+      o.onChanges(changes, revision);
+    });
+    s.on('error', (err) => end({ reason: 'broken', error: fromEtcdError(err).message, revision }));
+    s.on('end', () => end({ reason: 'broken', error: 'watch stream ended', revision }));
+    s.write({
+      create_request: { key: Buffer.from(o.watch.key), range_end: o.watch.end, start_revision: revision + 1 },
+    });
+    timer = setInterval(() => {
+      const quiet = now() - lastHeard;
+      if (quiet > silentMs) {
+        end({ reason: 'silent', silentMs: quiet });
+        return;
+      }
+      stream?.write({ progress_request: {} });
+    }, progressMs);
+  };
+
+  void start();
+  return { close: () => end() };
+}
