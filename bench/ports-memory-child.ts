@@ -1,6 +1,8 @@
 /**
  * The memory half of the `ports` scenario, in a fresh process run with
- * `--expose-gc`: `ports-memory-child.ts <endpoint> <prefix> <n>`.
+ * `--expose-gc`: `ports-memory-child.ts <endpoint> <prefix> <n> <dataDir>`. The
+ * data directory is kept: a second run on it is a restart (every port's
+ * announcement is already recorded).
  * Prints one JSON line (see `MemoryReport` in ports.ts).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +13,7 @@ import { createActor } from 'xstate';
 import { portMachine } from '../machines/port.ts';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 
-const [endpoint, prefix, nArg] = process.argv.slice(2);
+const [endpoint, prefix, nArg, keptDataDir] = process.argv.slice(2);
 const n = Number(nArg);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with --expose-gc');
@@ -21,15 +23,15 @@ function settle(): { rss: number; heap: number } {
   return { rss: process.memoryUsage.rss(), heap: process.memoryUsage().heapUsed };
 }
 
-async function withRuntime(p: string, fn: (rt: Runtime) => Promise<void>): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'pw-bench-mem-'));
+async function withRuntime(p: string, fn: (rt: Runtime) => Promise<void>, kept?: string): Promise<void> {
+  const dataDir = kept ?? mkdtempSync(join(tmpdir(), 'pw-bench-mem-'));
   const rt = createRuntime({ etcd: { endpoints: [endpoint] }, prefix: p, dataDir, resync: { enabled: false }, forwarder: false });
   try {
     await rt.start();
     await fn(rt);
   } finally {
     await rt.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    if (!kept) rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
@@ -52,7 +54,11 @@ await withRuntime(prefix, async (rt) => {
   const t0 = performance.now();
   await until(() => rt.status().roles['return-watcher'].leader && (rt.status().ports.states.active ?? 0) >= n, 'all ports active');
   const listMs = performance.now() - t0;
+  const early = settle();
+  // steady state: V8 gives back the pages the initial list churned through once the process idles
+  await new Promise((r) => setTimeout(r, 10_000));
   const s = settle();
+  report.rssRightAfterList = early.rss;
   if (process.env.PW_MEM_DEBUG) console.error(JSON.stringify(process.memoryUsage()), JSON.stringify(base));
   const st = rt.status().ports;
   Object.assign(report, {
@@ -66,7 +72,7 @@ await withRuntime(prefix, async (rt) => {
     rss: s.rss,
     heap: s.heap,
   });
-});
+}, keptDataDir);
 // what 20,000 live actors of an active port would cost without passivation
 const before = settle().heap;
 const actors = Array.from({ length: 20_000 }, (_, i) => {

@@ -210,6 +210,7 @@ async function populate(endpoint: string, prefix: string, n: number): Promise<vo
 
 interface MemoryReport {
   ports: number;
+  rssRightAfterList: number;
   tracked: number;
   active: number;
   liveActors: number;
@@ -221,13 +222,11 @@ interface MemoryReport {
   actorHeapPerActor: number;
 }
 
-/** (b): a fresh process tracks `n` ports; returns its report. */
-async function memory(endpoint: string, n: number): Promise<MemoryReport> {
-  const prefix = '/pw-bench-ports-memory';
-  await populate(endpoint, prefix, n);
+/** (b): a fresh process tracks the `n` ports of `prefix` with `dataDir`; returns its report. */
+async function memoryRun(endpoint: string, prefix: string, n: number, dataDir: string): Promise<MemoryReport> {
   const child = spawn(
     process.execPath,
-    ['--expose-gc', '--import', 'tsx', join(root, 'bench/ports-memory-child.ts'), endpoint, prefix, String(n)],
+    ['--expose-gc', '--import', 'tsx', join(root, 'bench/ports-memory-child.ts'), endpoint, prefix, String(n), dataDir],
     { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
@@ -236,6 +235,23 @@ async function memory(endpoint: string, n: number): Promise<MemoryReport> {
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (code !== 0 || !line) throw new Error(`memory child failed (${code}): ${out}`);
   return JSON.parse(line) as MemoryReport;
+}
+
+/**
+ * (b) twice: a first leader that announces all `n` ports, then a restart on
+ * the same data directory (every announcement recorded: no port actor needed).
+ */
+async function memory(endpoint: string, n: number): Promise<{ first: MemoryReport; restart: MemoryReport }> {
+  const prefix = '/pw-bench-ports-memory';
+  await populate(endpoint, prefix, n);
+  const dataDir = mkdtempSync(join(tmpdir(), 'pw-bench-ports-mem-'));
+  try {
+    const first = await memoryRun(endpoint, prefix, n, dataDir);
+    const restart = await memoryRun(endpoint, prefix, n, dataDir);
+    return { first, restart };
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 }
 
 /** Runs the scenario. */
@@ -251,7 +267,7 @@ export async function runPorts(options: PortsBenchOptions = {}): Promise<Scenari
     const lat = skipLatency
       ? { binds: 0, achievedRate: 0, p50: NaN, p90: NaN, p99: NaN, max: NaN, callP50: NaN, callP99: NaN, bindingSeenP50: NaN, bindingSeenP99: NaN, confirmP50: NaN, confirmP99: NaN }
       : await latency(etcd.endpoints[0], 1000, seconds, 500);
-    const mem = await memory(etcd.endpoints[0], n);
+    const { first: mem, restart } = await memory(etcd.endpoints[0], n);
     console.log(
       formatTable([
         ['bind → active at 1,000 binds/s, 20 agents', 'ms'],
@@ -270,22 +286,27 @@ export async function runPorts(options: PortsBenchOptions = {}): Promise<Scenari
     console.log(
       formatTable([
         [`${mem.ports.toLocaleString('en')} tracked ports`, 'value'],
-        ['RSS total, MB', String(mb(mem.rss))],
-        ['RSS of the same process, empty prefix, MB', String(mb(mem.baseRss))],
+        ['RSS total at steady state (10 s after the list), MiB', String(mb(mem.rss))],
+        ['RSS total right after the first list (all announced), MiB', String(mb(mem.rssRightAfterList))],
+        ['RSS total after a restart: right after the list / steady, MiB', `${mb(restart.rssRightAfterList)} / ${mb(restart.rss)}`],
+        ['RSS of the same process, empty prefix, MiB', String(mb(mem.baseRss))],
         ['RSS per port, bytes', String(Math.round(perPortRss))],
         ['heap per port, bytes', String(Math.round(perPortHeap))],
         ['heap per live port actor (for comparison), bytes', String(Math.round(mem.actorHeapPerActor))],
         ['live actors / passivated', `${mem.liveActors} / ${mem.tracked - mem.liveActors}`],
-        ['initial list and tracking, ms', String(Math.round(mem.listMs))],
+        ['initial list and tracking, first leader / restart, ms', `${Math.round(mem.listMs)} / ${Math.round(restart.listMs)}`],
       ]),
     );
     const targets: TargetCheck[] = [
       { name: 'p99 bind → active (ms)', value: lat.p99, target: '< 50', pass: lat.p99 < 50 },
     ];
-    if (!quick) targets.push({ name: 'RSS with 100,000 ports (MB)', value: mb(mem.rss), target: '< 400', pass: mem.rss < 400 * 2 ** 20 });
+    if (!quick) {
+      const peak = Math.max(mem.rss, mem.rssRightAfterList, restart.rss, restart.rssRightAfterList);
+      targets.push({ name: 'RSS with 100,000 ports, highest of the four samples (MB)', value: Math.round(peak / 1e6), target: '< 400', pass: peak < 400e6 });
+    }
     return {
       params: { rate: 1000, seconds, hosts: HOSTS, agentDelayMs: 0, ports: n, quick },
-      figures: { latency: lat, memory: { ...mem, perPortHeap, perPortRss } },
+      figures: { latency: lat, memory: { ...mem, perPortHeap, perPortRss }, restart },
       targets,
     };
   } finally {

@@ -7,14 +7,16 @@ import { forwarderMachine } from './forwarder.ts';
 import { supervisorMachine } from './supervisor.ts';
 import { resyncMachine } from './resync.ts';
 import { portMachine } from './port.ts';
+import { returnWatcherMachine } from './return-watcher.ts';
 
-export { electionMachine, forwarderMachine, resyncMachine, supervisorMachine };
+export { electionMachine, forwarderMachine, resyncMachine, returnWatcherMachine, supervisorMachine };
 
 /** All machines by name. */
 export const machines = {
   supervisor: supervisorMachine,
   forwarder: forwarderMachine,
   resync: resyncMachine,
+  returnWatcher: returnWatcherMachine,
   election: electionMachine,
   port: portMachine,
 } as const;

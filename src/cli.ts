@@ -251,7 +251,7 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
   demo: {
-    summary: 'start etcd and a runtime, bind ports with a progress bar, print a summary',
+    summary: 'start etcd, simulated agents and a runtime, bind ports with a progress bar, print a summary',
     flags: {
       ports: { type: 'string', arg: 'N', help: `ports to bind (default ${DEMO_DEFAULTS.ports})` },
       hosts: { type: 'string', arg: 'N', help: `compute hosts to spread them over (default ${DEMO_DEFAULTS.hosts})` },
@@ -260,12 +260,15 @@ export const COMMANDS: Record<string, Command> = {
       'data-dir': { type: 'string', arg: 'D', help: 'journal directory, kept (default a temporary one, removed)' },
       prefix: { type: 'string', arg: 'P', help: "key prefix (default '/networking-vpp', '/portwire-demo' with --etcd)" },
       verbose: { type: 'boolean', short: 'v', help: 'log at info level (default warn)' },
+      inspect: { type: 'boolean', help: 'serve the inspector (live visualizer) on 127.0.0.1 while the demo runs; prints its URL' },
+      'inspect-port': { type: 'string', arg: 'N', help: 'TCP port of the inspector (default any free port; implies --inspect)' },
     },
     async run(values) {
       const etcd = str(values, 'etcd')?.split(',').map((s) => s.trim()).filter(Boolean);
       if (etcd && etcd.length === 0) throw new UsageError('--etcd needs at least one URL');
       const prefix = str(values, 'prefix');
       if (prefix !== undefined && !prefix.startsWith('/')) throw new UsageError("--prefix must start with '/'");
+      const inspectPort = values['inspect-port'] === undefined ? undefined : int(values, 'inspect-port', 0, 0, 65535);
       await runDemo({
         ports: int(values, 'ports', DEMO_DEFAULTS.ports, 1, DEMO_MAX_PORTS),
         hosts: int(values, 'hosts', DEMO_DEFAULTS.hosts, 1, 1000),
@@ -274,6 +277,7 @@ export const COMMANDS: Record<string, Command> = {
         dataDir: str(values, 'data-dir'),
         prefix,
         verbose: values.verbose === true,
+        inspect: values.inspect === true || inspectPort !== undefined ? { port: inspectPort } : undefined,
       });
       return 0;
     },

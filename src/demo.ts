@@ -1,21 +1,24 @@
 /**
  * The demo behind `npm start` / `portwire demo`: an etcd (managed unless one
- * is given), a runtime on a data directory (a fresh temporary one unless
- * given), N realistic port binds across H hosts with a progress bar, a wait
- * for the drain, and a summary. Then it stays up until SIGINT/SIGTERM (or
- * stops at once with `exit`).
+ * is given), simulated agents for the H hosts, a runtime on a data directory
+ * (a fresh temporary one unless given; with the inspector when asked), N
+ * realistic port binds across the hosts with a progress bar, a wait for the
+ * drain and for the agents' confirmations (bind → active latency, from the
+ * bind call to the runtime's `portBound`), and a summary. Then it stays up
+ * until SIGINT/SIGTERM (or stops at once with `exit`).
  *
- * starting ──▶ binding ──▶ draining ──▶ summary ──▶ (idle until signal) ──▶ stopping ──▶ done
- *     └───────────── signal or error at any step ─────────────────────────────▶ stopping
+ * starting ──▶ binding ──▶ draining ──▶ activating ──▶ summary ──▶ (idle until signal) ──▶ stopping ──▶ done
+ *     └───────────── signal or error at any step ─────────────────────────────────────────▶ stopping
  *
- * Whatever was started is stopped on every path: runtime, managed etcd,
- * temporary data directory.
+ * Whatever was started is stopped on every path: runtime (and its inspector),
+ * agents, managed etcd, temporary data directory.
  */
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { createAgents, type Agents } from './agents.ts';
 import { TimeoutError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import { startManagedEtcd, type ManagedEtcd } from './managed-etcd.ts';
@@ -41,6 +44,11 @@ export interface DemoOptions {
   verbose?: boolean;
   /** Bind calls in flight. @default 500 */
   inFlight?: number;
+  /** Serve the inspector on 127.0.0.1 while the demo runs (its URL is printed). @default off */
+  inspect?: {
+    /** TCP port. @default 0 (any free port) */
+    port?: number;
+  };
   /** Where the progress bar and summary go. @default process.stdout */
   out?: ProgressStream;
 }
@@ -58,6 +66,14 @@ export interface DemoSummary {
   /** This process's forwarder leadership; `electedSeconds` after `start()`. */
   leader: { holderId: string; token?: string; electedSeconds?: number } | null;
   deadLetters: number;
+  /** Binds the runtime announced confirmed by their agent (`portBound`). */
+  active: number;
+  /** From each bind call to its `portBound`, in ms; null when none was announced. */
+  bindToActiveMs: { p50: number; p99: number; max: number } | null;
+  /** Hosts whose agent is alive (the return watcher's view). */
+  hostsAlive: number;
+  /** The inspector's URL, when it runs. */
+  inspectorUrl?: string;
   etcd: { endpoints: string[]; managedPid?: number };
   dataDir: string;
 }
@@ -79,6 +95,7 @@ const NETWORKS = 8;
 const DRAIN_SLICE_MS = 250;
 const DRAIN_TIMEOUT_MS = 10 * 60_000;
 const STALL_WARN_MS = 10_000;
+const ACTIVE_TIMEOUT_MS = 60_000;
 const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
 
 function hex(n: number, width: number): string {
@@ -95,6 +112,9 @@ function segmentOf(net: number): Segment {
   };
 }
 
+/** The name of demo host `h`, e.g. `compute-007`. */
+const hostName = (h: number): string => `compute-${String(h).padStart(3, '0')}`;
+
 /**
  * The bind call of demo port `i` (deterministic: a rerun rewrites the same keys).
  * @example demoBind(0, 20).host // 'compute-000'
@@ -102,7 +122,7 @@ function segmentOf(net: number): Segment {
 export function demoBind(i: number, hosts: number): PortBind {
   const net = i % NETWORKS;
   const n = Math.floor(i / NETWORKS) + 2;
-  const host = `compute-${String(i % hosts).padStart(3, '0')}`;
+  const host = hostName(i % hosts);
   const mac = `fa:16:3e:${hex((i >> 16) & 0xff, 2)}:${hex((i >> 8) & 0xff, 2)}:${hex(i & 0xff, 2)}`;
   return {
     host,
@@ -142,7 +162,10 @@ function watchSignals(log: Logger, onForce: () => void): { stopped: Promise<Node
   return { stopped, dispose: () => SIGNALS.forEach((s) => process.off(s, handler)) };
 }
 
-/** Binds `total` ports with `inFlight` calls outstanding; stops early when `halt()` says so. */
+/**
+ * Binds `total` ports with `inFlight` calls outstanding; stops early when
+ * `halt()` says so. `onCall` is told of each bind as it is called.
+ */
 async function bindAll(
   rt: Runtime,
   total: number,
@@ -150,6 +173,7 @@ async function bindAll(
   inFlight: number,
   halt: () => boolean,
   onProgress: (done: number) => void,
+  onCall: (bind: PortBind) => void,
 ): Promise<number> {
   let next = 0;
   let done = 0;
@@ -158,7 +182,9 @@ async function bindAll(
     while (!failed && !halt() && next < total) {
       const i = next++;
       try {
-        await rt.bindPort(demoBind(i, hosts));
+        const bind = demoBind(i, hosts);
+        onCall(bind);
+        await rt.bindPort(bind);
       } catch (err) {
         failed = true;
         throw err;
@@ -240,9 +266,50 @@ async function waitLeader(rt: Runtime, halted: () => boolean, timeoutMs: number)
   return true;
 }
 
+/**
+ * Resolves once no bound port awaits its `portBound` (`pending` empties as
+ * they come, checked on each one), or every slice finds the pending ones
+ * active already (announced before this run, or by another process leading
+ * the return watcher); or when halted or out of time.
+ * @returns whether every port is active
+ */
+async function waitActive(rt: Runtime, pending: ReadonlyMap<string, number>, halted: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  const allActive = () => [...pending.keys()].every((id) => rt.ports?.port(id)?.state === 'active');
+  return new Promise<boolean>((resolve) => {
+    const finish = (active: boolean): void => {
+      clearInterval(timer);
+      rt.off('portBound', onBound);
+      resolve(active);
+    };
+    const onBound = (): void => {
+      if (pending.size === 0) finish(true);
+    };
+    const timer = setInterval(() => {
+      if (pending.size === 0 || allActive()) finish(true);
+      else if (halted() || performance.now() > deadline) finish(false);
+    }, DRAIN_SLICE_MS);
+    rt.on('portBound', onBound);
+    onBound();
+  });
+}
+
+/**
+ * The median, 99th percentile (nearest rank) and maximum of `ms`; null when empty.
+ * @example latencySummary([3, 1, 2]) // { p50: 2, p99: 3, max: 3 }
+ */
+export function latencySummary(ms: readonly number[]): { p50: number; p99: number; max: number } | null {
+  if (ms.length === 0) return null;
+  const sorted = Float64Array.from(ms).sort();
+  const rank = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
+  return { p50: rank(0.5), p99: rank(0.99), max: sorted[sorted.length - 1] };
+}
+
 function formatRate(n: number): string {
   return Math.round(n).toLocaleString('en-US');
 }
+
+const formatMs = (n: number): string => `${Math.round(n).toLocaleString('en-US')} ms`;
 
 /** The summary as printed lines (the first one is `portwire demo summary`). */
 export function formatSummary(s: DemoSummary): string[] {
@@ -251,14 +318,20 @@ export function formatSummary(s: DemoSummary): string[] {
   const etcd = s.etcd.managedPid !== undefined
     ? `managed, pid ${s.etcd.managedPid}, ${s.etcd.endpoints.join(',')}`
     : s.etcd.endpoints.join(',');
+  const l = s.bindToActiveMs;
+  const latency = l ? `p50 ${formatMs(l.p50)}, p99 ${formatMs(l.p99)}, max ${formatMs(l.max)}` : 'none announced';
   return [
     'portwire demo summary',
     `  operations       ${s.operations} port binds on ${s.hosts} hosts`,
     `  journal ops/s    ${formatRate(s.journalOpsPerSecond)} (${s.operations} durable appends in ${s.journalSeconds.toFixed(2)} s)`,
     `  drain keys/s     ${formatRate(s.drainKeysPerSecond)} (${s.drainedKeys} keys in etcd ${s.drainSeconds.toFixed(2)} s after the first call)`,
+    `  ports active     ${s.active} of ${s.operations} (confirmed by their agent, announced portBound)`,
+    `  bind → active    ${latency}`,
     `  journal depth    ${s.journalDepth}`,
     `  leader           ${leader}`,
+    `  hosts alive      ${s.hostsAlive} (simulated agents)`,
     `  dead letters     ${s.deadLetters}`,
+    ...(s.inspectorUrl ? [`  inspector        ${s.inspectorUrl}`] : []),
     `  etcd             ${etcd}`,
     `  data dir         ${s.dataDir}`,
   ];
@@ -285,6 +358,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const given = options.etcd ?? envEndpoints();
   let tempDir: string | undefined;
   let etcd: ManagedEtcd | undefined;
+  let agents: Agents | undefined;
   let rt: Runtime | undefined;
   const signals = watchSignals(log, () => tempDir && rmSync(tempDir, { recursive: true, force: true }));
   let interrupted = false;
@@ -299,14 +373,29 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     if (!given) etcd = await startManagedEtcd({ logger: log.child({ role: 'etcd' }) });
     if (interrupted) return { interrupted };
     const endpoints = given ?? (etcd as ManagedEtcd).endpoints;
+    const prefix = options.prefix ?? (given ? '/portwire-demo' : '/networking-vpp');
+    agents = createAgents({ etcd: { endpoints }, prefix, hosts: Array.from({ length: hosts }, (_, h) => hostName(h)), logger: log });
+    await Promise.race([agents.start(), stop]);
+    if (interrupted) return { interrupted };
     rt = createRuntime({
       etcd: { endpoints },
       dataDir,
-      prefix: options.prefix ?? (given ? '/portwire-demo' : '/networking-vpp'),
+      prefix,
       logger: log,
+      inspector: options.inspect ? { port: options.inspect.port ?? 0 } : undefined,
     });
     rt.on('error', (err) => log.error({ err }, 'role crashed, restarting'));
+    // bind → active: from each bind call to the runtime's portBound for that port
+    const calledAt = new Map<string, number>();
+    const latencies: number[] = [];
+    rt.on('portBound', ({ port }) => {
+      const t = calledAt.get(port);
+      if (t === undefined) return;
+      calledAt.delete(port);
+      latencies.push(performance.now() - t);
+    });
     await rt.start();
+    if (rt.inspectorUrl) out.write(`inspector: ${rt.inspectorUrl} (running until the demo stops)\n`);
     const tStart = performance.now();
     const deadBefore = rt.status().deadLetters;
     const led = await waitLeader(rt, () => interrupted, 2 * rt.options.electionTtlMs);
@@ -316,12 +405,18 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
 
     const bar = createProgress({ total, label: 'binding ports', stream: out });
     const t0 = performance.now();
-    const done = await bindAll(rt, total, hosts, options.inFlight ?? DEMO_DEFAULTS.inFlight, () => interrupted, (n) => bar.update(n));
+    const done = await bindAll(rt, total, hosts, options.inFlight ?? DEMO_DEFAULTS.inFlight, () => interrupted, (n) => bar.update(n), (b) =>
+      calledAt.set(b.port.id, performance.now()),
+    );
     const tJournaled = performance.now();
     bar.done();
     if (interrupted) return { interrupted };
     if (!(await waitDrained(rt, { halted: () => interrupted, total: done, out, log }))) return { interrupted };
     const tDrained = performance.now();
+    if (!(await waitActive(rt, calledAt, () => interrupted, ACTIVE_TIMEOUT_MS)) && !interrupted) {
+      log.warn({ active: latencies.length, bound: done }, 'not every port became active in time');
+    }
+    if (interrupted) return { interrupted };
 
     const status = rt.status();
     const fwd = status.roles.forwarder;
@@ -340,6 +435,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       journalDepth: status.journalDepth,
       leader: fwd?.leader ? { holderId: status.holderId, token: fwd.token, electedSeconds } : null,
       deadLetters: status.deadLetters,
+      active: latencies.length,
+      bindToActiveMs: latencySummary(latencies),
+      hostsAlive: rt.aliveHosts().length,
+      inspectorUrl: rt.inspectorUrl,
       etcd: { endpoints, managedPid: etcd?.pid },
       dataDir: tempDir ? `${dataDir} (temporary, removed on stop)` : dataDir,
     };
@@ -354,15 +453,32 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       // managed-etcd kills its children on the signal itself: the runtime cannot resign, and need not
       log.level = 'error';
     }
-    await cleanup(log, rt, etcd, tempDir);
+    // a managed etcd is gone after a signal: agents then stop without revoking their leases
+    await cleanup(log, { rt, agents, etcd, tempDir, etcdGone: etcd !== undefined && interrupted });
     signals.dispose();
   }
 }
 
+/** What {@link cleanup} stops. */
+interface Started {
+  rt?: Runtime;
+  agents?: Agents;
+  etcd?: ManagedEtcd;
+  tempDir?: string;
+  etcdGone: boolean;
+}
+
+/** Kills every agent (no lease revoke: etcd is gone), then closes their client. */
+async function killAgents(agents: Agents): Promise<void> {
+  await Promise.all(agents.hosts.map((h) => agents.agent(h).kill()));
+  await agents.stop();
+}
+
 /** Stops what was started, in reverse order; every step runs even if one fails. */
-async function cleanup(log: Logger, rt?: Runtime, etcd?: ManagedEtcd, tempDir?: string): Promise<void> {
+async function cleanup(log: Logger, { rt, agents, etcd, tempDir, etcdGone }: Started): Promise<void> {
   const steps: [string, (() => Promise<unknown>) | undefined][] = [
     ['runtime', rt && (() => rt.stop())],
+    ['agents', agents && (() => (etcdGone ? killAgents(agents) : agents.stop()))],
     ['etcd', etcd && (() => etcd.stop())],
     ['data dir', tempDir ? () => rm(tempDir, { recursive: true, force: true }) : undefined],
   ];

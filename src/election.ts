@@ -28,6 +28,8 @@ export interface ElectionDeps {
   log: Logger;
   /** Called on every term change, for status and the "one leader" audit. */
   onTerm?: (role: string, term: Term | undefined) => void;
+  /** Called when a campaign finds the role held: with the holder id written in its election key. */
+  onHolder?: (role: string, holder: string) => void;
 }
 
 /** Resolves when `key` is deleted after `revision`, after `maxWaitMs`, or on abort. */
@@ -89,8 +91,9 @@ export function etcdElection(deps: ElectionDeps) {
           return term;
         }
         await client.leaseClient.leaseRevoke({ ID: leaseId }, deadline(callTimeoutMs)).catch(() => undefined);
-        const holder = res.responses[0]?.response_range?.kvs?.[0];
-        log.debug({ holder: holder?.value.toString() }, 'follower');
+        const holder = res.responses[0]?.response_range?.kvs?.[0]?.value.toString();
+        log.debug({ holder }, 'follower');
+        if (holder !== undefined) deps.onHolder?.(input.role, holder);
         await keyDeleted(client, key.toString(), res.header.revision, deps.ttlMs, signal);
       } catch (err) {
         if (leaseId) client.leaseClient.leaseRevoke({ ID: leaseId }).catch(() => undefined);

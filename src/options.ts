@@ -75,6 +75,19 @@ export interface RuntimeOptions {
     /** First relist delay after a watch fault, doubling up to 5 s, in ms. @default 100 */
     backoffBaseMs?: number;
   };
+  /**
+   * The inspector (live visualizer, see `src/inspector/server.ts`): served by
+   * `start()` once the roles run, at `rt.inspectorUrl`; closed first by `stop()`.
+   * @default off (absent); when given: host '127.0.0.1', port 0 (any free port), allowPublic false
+   */
+  inspector?: {
+    /** TCP port; 0 picks a free one. @default 0 */
+    port?: number;
+    /** Address to listen on; must be a loopback address unless `allowPublic`. @default '127.0.0.1' */
+    host?: string;
+    /** Allow a non-loopback `host` (the inspector has no authentication). @default false */
+    allowPublic?: boolean;
+  };
   /** Run a forwarder in this process (processes that only append may set false). @default true */
   forwarder?: boolean;
   /** Directory of vhost-user sockets in VIF details. @default '/tmp' */
@@ -98,13 +111,15 @@ export interface RuntimeOptions {
 
 /** Options with every default applied. */
 export type ResolvedOptions = Required<
-  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync' | 'returnWatcher'>
+  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync' | 'returnWatcher' | 'inspector'>
 > & {
   etcd: EtcdConnectionOptions & { endpoints: string[]; callTimeoutMs: number };
   batch: { maxTxnOps?: number; maxTxnBytes: number; maxRequestBytes: number; windowEntries: number; inFlight: number };
   retry: Required<NonNullable<RuntimeOptions['retry']>>;
   resync: { enabled: boolean; intervalMs: number; source?: DesiredSource };
   returnWatcher: Required<NonNullable<RuntimeOptions['returnWatcher']>>;
+  /** Undefined when the inspector is off. */
+  inspector?: Required<NonNullable<RuntimeOptions['inspector']>>;
   physnetKnown?: RuntimeOptions['physnetKnown'];
   logger?: Logger;
 };
@@ -147,6 +162,11 @@ export function resolveOptions(options: RuntimeOptions = {}): ResolvedOptions {
       progressIntervalMs: options.returnWatcher?.progressIntervalMs ?? 2000,
       silentMs: options.returnWatcher?.silentMs ?? 3 * (options.returnWatcher?.progressIntervalMs ?? 2000),
       backoffBaseMs: options.returnWatcher?.backoffBaseMs ?? 100,
+    },
+    inspector: options.inspector && {
+      port: options.inspector.port ?? 0,
+      host: options.inspector.host ?? '127.0.0.1',
+      allowPublic: options.inspector.allowPublic ?? false,
     },
     pollIntervalMs: options.pollIntervalMs ?? 1000,
     backoffBaseMs: options.backoffBaseMs ?? 100,

@@ -99,8 +99,14 @@ function withEntry<T extends { host: string; rev: number }>(list: T[], host: str
     out.push(entry);
     out.sort((a, b) => a.rev - b.rev);
   }
-  return out;
+  return tight(out);
 }
+
+/** `list` in an array of exactly its length (a pushed-to array keeps room for 17: 100k ports notice). */
+function tight<T>(list: T[]): T[] {
+  return list.length === 0 ? (NO_ENTRIES as T[]) : list.slice();
+}
+const NO_ENTRIES: never[] = [];
 
 /** Builds the return-watcher machine provided with etcd, the host cache and the registry. */
 export function etcdReturnWatcher(deps: ReturnWatcherDeps) {
@@ -160,8 +166,8 @@ export function etcdReturnWatcher(deps: ReturnWatcherDeps) {
         for (const kv of kvs) listKv(kv);
         if (!last) return;
         for (const f of staging!.values()) {
-          f.bindings.sort((a, b) => a.rev - b.rev);
-          f.states.sort((a, b) => a.rev - b.rev);
+          f.bindings = tight(f.bindings.sort((a, b) => a.rev - b.rev));
+          f.states = tight(f.states.sort((a, b) => a.rev - b.rev));
         }
         deps.hosts.endList();
         const next = staging!;

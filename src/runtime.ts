@@ -6,7 +6,7 @@
  * created ──start()──▶ running ──stop()──▶ stopped
  */
 import { EventEmitter } from 'node:events';
-import { createActor, type Actor } from 'xstate';
+import { createActor, type Actor, type InspectionEvent } from 'xstate';
 import type { Etcd3 } from 'etcd3';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
@@ -17,6 +17,8 @@ import { etcdResync, resyncOnce, RESYNC_ROLE, type ResyncDeps, type ResyncReport
 import { fromEtcdError, NotLeaderError, RuntimeStateError, TimeoutError } from './errors.ts';
 import { etcdForwarder, FORWARDER_ROLE } from './forwarder.ts';
 import { HostCache } from './host-cache.ts';
+import { runtimeSource } from './inspector/runtime-source.ts';
+import { checkInspectorAddress, startInspector, type Inspector } from './inspector/server.ts';
 import { PortRegistry, type PortEvents } from './port-registry.ts';
 import { etcdReturnWatcher, RETURN_WATCHER_ROLE } from './return-watcher.ts';
 import type { PortStatus } from '../machines/port.ts';
@@ -65,6 +67,8 @@ export interface RuntimeEvents {
   leader: [{ role: string; token: string }];
   /** This process stopped leading a role. */
   follower: [{ role: string }];
+  /** This process's campaign found a role led by another holder (its id, from the election key). */
+  leaderSeen: [{ role: string; holder: string }];
   /** A batch reached etcd. */
   applied: [{ keys: number; entries: number; revision: string }];
   /** An entry failed for its own reasons and will be retried. */
@@ -109,7 +113,8 @@ export interface RuntimeStatus {
   holderId: string;
   journalDepth: number;
   deadLetters: number;
-  roles: Record<string, { state: unknown; leader: boolean; token?: string }>;
+  /** Per role: its actor's state, whether this process leads it, and the leader's holder id when known. */
+  roles: Record<string, { state: unknown; leader: boolean; token?: string; holder?: string }>;
   /** Ports tracked by the return watcher, per state, and how many have a live actor. */
   ports: { total: number; states: Record<string, number>; liveActors: number };
 }
@@ -129,6 +134,10 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   private supervisor?: Actor<typeof supervisorMachine>;
   private unwatchKick?: () => void;
   private terms = new Map<string, Term>();
+  /** Holder id of each role's leader, as last known (own id while leading). */
+  private holders = new Map<string, string>();
+  private readonly inspectListeners = new Set<(e: InspectionEvent) => void>();
+  private inspector?: Inspector;
   private kickPending = false;
   private forwarderSettled?: () => Promise<void>;
   private state: 'created' | 'running' | 'stopping' | 'stopped' = 'created';
@@ -149,6 +158,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   async start(): Promise<void> {
     if (this.state !== 'created') throw new RuntimeStateError(`cannot start a ${this.state} runtime`);
     const o = this.options;
+    if (o.inspector) checkInspectorAddress(o.inspector);
     this.journal = Journal.open(o.dataDir, { mapSize: o.mapSize, now: o.now });
     this.client = createEtcdClient(o.etcd);
     this.pool = createPool({ size: o.poolSize });
@@ -171,9 +181,27 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       });
     }
     this.state = 'running';
-    if (!o.forwarder && !o.resync.enabled && !o.returnWatcher.enabled) return;
+    if (o.forwarder || o.resync.enabled || o.returnWatcher.enabled) this.startRoles();
+    if (o.inspector) {
+      const source = runtimeSource(this);
+      try {
+        const inspector = await startInspector({ ...o.inspector, source, logger: this.log, now: o.now });
+        const close = inspector.close;
+        this.inspector = { ...inspector, close: () => close().finally(() => source.close()) };
+      } catch (err) {
+        source.close();
+        await this.stop();
+        throw err;
+      }
+    }
+  }
+
+  /** Starts the supervisor with the enabled roles. */
+  private startRoles(): void {
+    const o = this.options;
+    const [journal, pool, client, registry] = [this.journal!, this.pool!, this.client!, this.registry!];
     const electionDeps = (log: Logger) => ({
-      client: this.client!,
+      client,
       keys: this.keys,
       holderId: o.holderId,
       ttlMs: o.electionTtlMs,
@@ -181,6 +209,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       callTimeoutMs: o.etcd.callTimeoutMs,
       log,
       onTerm: (role: string, term: Term | undefined) => this.onTerm(role, term),
+      onHolder: (role: string, holder: string) => this.onHolder(role, holder),
     });
     const electionInput = (role: string) => ({
       role,
@@ -197,9 +226,9 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         maxTxnOps: o.batch.maxTxnOps,
         election: electionDeps(log),
         drainer: {
-          journal: this.journal,
-          pool: this.pool,
-          client: this.client,
+          journal,
+          pool,
+          client,
           now: o.now,
           random: o.random,
           onEvent: (e) => this.onDrainEvent(e),
@@ -238,10 +267,10 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     if (o.returnWatcher.enabled) {
       const log = roleLogger(this.log, RETURN_WATCHER_ROLE);
       actors.returnWatcher = etcdReturnWatcher({
-        client: this.client,
+        client,
         keys: this.keys,
         hosts: this.hostCache,
-        ports: this.registry,
+        ports: registry,
         election: electionDeps(log),
         log,
         callTimeoutMs: o.etcd.callTimeoutMs,
@@ -256,7 +285,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       };
     }
     const machine = supervisorMachine.provide({ actors: actors as never });
-    this.supervisor = createActor(machine, { input });
+    this.supervisor = createActor(machine, { input, inspect: (e) => this.onInspection(e) });
     this.supervisor.subscribe({
       error: (err) => {
         this.log.error({ err }, 'supervisor crashed');
@@ -264,7 +293,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       },
     });
     this.supervisor.start();
-    this.unwatchKick = this.journal.onKick(() => this.kick());
+    this.unwatchKick = journal.onKick(() => this.kick());
   }
 
   /** Starts the pool's threads and opens the journal in them, so the first drain does not wait for it. */
@@ -278,15 +307,52 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     return this.supervisor;
   }
 
+  /** The inspector's page URL while it runs (option `inspector`), else undefined. */
+  get inspectorUrl(): string | undefined {
+    return this.inspector?.url;
+  }
+
+  /**
+   * Calls `listener` with every XState inspection event of the supervisor's
+   * actor system (the supervisor, its role actors and their children) from
+   * now on. A listener that throws is logged and ignored.
+   * @returns the unsubscribe function
+   * @example
+   * const off = rt.onInspect((e) => { if (e.type === '@xstate.snapshot') console.log(e.actorRef.id); });
+   */
+  onInspect(listener: (e: InspectionEvent) => void): () => void {
+    const wrapped = (e: InspectionEvent) => listener(e);
+    this.inspectListeners.add(wrapped);
+    return () => void this.inspectListeners.delete(wrapped);
+  }
+
+  private onInspection(e: InspectionEvent): void {
+    for (const l of this.inspectListeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.log.warn({ err }, 'inspection listener failed');
+      }
+    }
+  }
+
   private onTerm(role: string, term: Term | undefined): void {
     const had = this.terms.get(role);
     if (term) {
       this.terms.set(role, term);
+      this.holders.set(role, this.options.holderId);
       this.emit('leader', { role, token: term.token });
     } else if (had) {
       this.terms.delete(role);
+      this.holders.delete(role);
       this.emit('follower', { role });
     }
+  }
+
+  private onHolder(role: string, holder: string): void {
+    if (this.holders.get(role) === holder || this.terms.has(role)) return;
+    this.holders.set(role, holder);
+    this.emit('leaderSeen', { role, holder });
   }
 
   private onDrainEvent(e: DrainEvent): void {
@@ -640,16 +706,18 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       journalDepth: journal && this.state === 'running' ? journal.depth() : 0,
       deadLetters: journal && this.state === 'running' ? journal.deadLetters().length : 0,
       roles: {
-        [FORWARDER_ROLE]: { state: fwd?.value ?? 'off', leader: term !== undefined, token: term?.token },
+        [FORWARDER_ROLE]: { state: fwd?.value ?? 'off', leader: term !== undefined, token: term?.token, holder: this.holders.get(FORWARDER_ROLE) },
         [RESYNC_ROLE]: {
           state: snap?.children.resync?.getSnapshot().value ?? 'off',
           leader: this.terms.has(RESYNC_ROLE),
           token: this.terms.get(RESYNC_ROLE)?.token,
+          holder: this.holders.get(RESYNC_ROLE),
         },
         [RETURN_WATCHER_ROLE]: {
           state: snap?.children.returnWatcher?.getSnapshot().value ?? 'off',
           leader: this.terms.has(RETURN_WATCHER_ROLE),
           token: this.terms.get(RETURN_WATCHER_ROLE)?.token,
+          holder: this.holders.get(RETURN_WATCHER_ROLE),
         },
       },
       ports: {
@@ -661,8 +729,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   }
 
   /**
-   * Stops the roles (resigning leadership), then the pool, etcd client and
-   * journal. Idempotent.
+   * Closes the inspector, stops the roles (resigning leadership), then the
+   * pool, etcd client and journal. Idempotent.
    */
   async stop(): Promise<void> {
     if (this.state === 'stopped' || this.state === 'stopping') return;
@@ -671,6 +739,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       return;
     }
     this.state = 'stopping';
+    await this.inspector?.close();
+    this.inspector = undefined;
     this.unwatchKick?.();
     const sup = this.supervisor;
     if (sup && sup.getSnapshot().status === 'active') {

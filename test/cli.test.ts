@@ -134,6 +134,10 @@ describe('portwire demo', () => {
     expect(summaryField(r.stdout, 'journal depth')).toBe('0');
     expect(summaryField(r.stdout, 'dead letters')).toBe('0');
     expect(summaryField(r.stdout, 'leader')).toMatch(/term token \d+/);
+    // the simulated agents confirmed every bound port, and the runtime announced each one
+    expect(summaryField(r.stdout, 'ports active')).toMatch(/^300 of 300 /);
+    expect(summaryField(r.stdout, 'bind → active')).toMatch(/^p50 [\d,]+ ms, p99 [\d,]+ ms, max [\d,]+ ms$/);
+    expect(summaryField(r.stdout, 'hosts alive')).toMatch(/^20 /);
     const kvs = await readPrefix(client, `${prefix}/nodes/`);
     expect([...kvs.keys()].filter((k) => /\/ports\/[^/]+$/.test(k))).toHaveLength(300);
     expect(existsSync(dataDir)).toBe(true); // a given data dir is kept
@@ -142,6 +146,8 @@ describe('portwire demo', () => {
   it('stops the etcd it started and removes its temporary data dir', async () => {
     const r = await runCli(['demo', '--ports', '200', '--hosts', '5', '--exit'], managedEnv());
     expect(r.code, r.stderr).toBe(0);
+    expect(summaryField(r.stdout, 'ports active')).toMatch(/^200 of 200 /);
+    expect(summaryField(r.stdout, 'hosts alive')).toMatch(/^5 /);
     const pid = Number(/managed, pid (\d+)/.exec(summaryField(r.stdout, 'etcd'))?.[1]);
     expect(pid).toBeGreaterThan(0);
     expect(processGone(pid)).toBe(true);
@@ -168,6 +174,19 @@ describe('portwire demo', () => {
     c.child.kill('SIGTERM');
     expect(await c.exited(), c.stderr()).toBe(0);
     expect(existsSync(dataDir)).toBe(false);
+  });
+
+  it('serves the inspector while it runs with --inspect, and closes it on exit', async () => {
+    const c = cli(['demo', '--ports', '100', '--hosts', '3', '--inspect', '--etcd', etcdEndpoints().join(','), '--prefix', uniquePrefix('cli-inspect')]);
+    const url = /^inspector: (http:\/\/127\.0\.0\.1:\d+\/)/.exec(await c.line(/^inspector: /))![1];
+    await c.line(/press Ctrl-C to stop/);
+    expect(summaryField(c.stdout(), 'inspector')).toBe(url);
+    expect(await (await fetch(new URL('/api/port-counts', url))).json()).toEqual({ active: 100 });
+    const roles = (await (await fetch(new URL('/api/roles', url))).json()) as { id: string; leader: boolean }[];
+    expect(roles.find((r) => r.id === 'forwarder')?.leader).toBe(true);
+    c.child.kill('SIGINT');
+    expect(await c.exited(), c.stderr()).toBe(0);
+    await expect(fetch(url)).rejects.toThrow();
   });
 
   it('refuses a bad --ports with exit code 2', async () => {

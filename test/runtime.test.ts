@@ -14,7 +14,7 @@ import { ValidationError } from '../src/errors.ts';
 import { keyLayout } from '../src/keys.ts';
 import type { BindingLevel, Port, Segment } from '../src/types.ts';
 import vectors from './fixtures/mech-test-vectors.json' with { type: 'json' };
-import { etcdEndpoints, newClient, readPrefix, uniquePrefix } from './helpers/etcd.ts';
+import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
 
 const prefix = uniquePrefix('runtime');
 const keys = keyLayout(prefix);
@@ -136,12 +136,15 @@ describe('reference test cases, end to end', () => {
   it('test_bind_port / test_check_segment: the first segment that passes, from what agents wrote in etcd', async () => {
     await client.put(keys.stateAlive('vpp0')).value('1');
     await client.put(keys.statePhysnet('vpp0', 'fake_physnet')).value('1');
+    // the segment check reads the return watcher's live cache: wait until the watch delivered the keys
+    await waitFor(() => rt.canBind('vpp0', validSegment), { what: 'vpp0 alive with fake_physnet' });
     const invalid = vectors.fixtures.invalid_segment as unknown as Segment;
     const decision = await rt.bindPortDecision({ port: fakePort(), segments: [validSegment, { ...invalid, network_type: 'vxlan', segmentation_id: 5 }], host: 'vpp0' });
     expect(decision).toEqual({ segment_id: 'fake_id', vif_type: 'vhostuser', vif_details: { vhostuser_socket: '/tmp/1', vhostuser_mode: 'server' } });
     // a host without the physnet (or not alive) cannot bind a flat segment
     expect(await rt.bindPortDecision({ port: fakePort(), segments: [validSegment], host: 'vpp1' })).toBeNull();
     await client.delete().key(keys.stateAlive('vpp0'));
+    await waitFor(() => !rt.canBind('vpp0', validSegment), { what: 'vpp0 seen dead' });
     expect(await rt.bindPortDecision({ port: fakePort(), segments: [validSegment], host: 'vpp0' })).toBeNull();
   });
 });

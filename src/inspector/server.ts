@@ -79,6 +79,22 @@ export function isLoopback(host: string): boolean {
   return false;
 }
 
+/**
+ * Validates where an inspector would listen, without opening anything (what
+ * {@link startInspector} checks first; a runtime checks it before it starts).
+ * @throws ValidationError `inspector.host` when the host is empty, or not a
+ *   loopback address and `allowPublic` is not set; `inspector.port` when the
+ *   port is not an integer from 0 to 65535
+ */
+export function checkInspectorAddress(a: { host: string; port: number; allowPublic: boolean }): void {
+  const { host, port, allowPublic } = a;
+  if (typeof host !== 'string' || host.trim() === '') throw new ValidationError('inspector.host', 'must be a non-empty string');
+  if (!allowPublic && !isLoopback(host)) {
+    throw new ValidationError('inspector.host', `${host} is not a loopback address (127.0.0.0/8, ::1, localhost); set allowPublic to expose the inspector`);
+  }
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValidationError('inspector.port', 'must be an integer from 0 to 65535');
+}
+
 class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -141,11 +157,7 @@ const json = (res: ServerResponse, status: number, value: unknown) =>
  */
 export async function startInspector(options: InspectorOptions): Promise<Inspector> {
   const { source, host = '127.0.0.1', port = 0, allowPublic = false } = options;
-  if (typeof host !== 'string' || host.trim() === '') throw new ValidationError('inspector.host', 'must be a non-empty string');
-  if (!allowPublic && !isLoopback(host)) {
-    throw new ValidationError('inspector.host', `${host} is not a loopback address (127.0.0.0/8, ::1, localhost); set allowPublic to expose the inspector`);
-  }
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValidationError('inspector.port', 'must be an integer from 0 to 65535');
+  checkInspectorAddress({ host, port, allowPublic });
   const log = (options.logger ?? silentLogger()).child({ component: 'inspector' });
   const hub = new Broadcaster({
     source,

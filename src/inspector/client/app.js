@@ -9,6 +9,7 @@ const PAGE = 50;
 const LOG_MAX = 500;
 const HISTORY_MS = 5 * 60_000;
 const REFRESH_MS = 2000;
+const GROW_MS = 250;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -123,7 +124,9 @@ function onLeaderEvent(e) {
 function renderCounts() {
   const entries = Object.entries(model.counts);
   const all = entries.reduce((a, [, n]) => a + n, 0);
-  const list = [['all', all], ...entries];
+  // a state left out of the counts has no port now: its button shows 0
+  const gone = [...model.countButtons.keys()].filter((s) => s !== 'all' && !(s in model.counts)).map((s) => [s, 0]);
+  const list = [['all', all], ...entries, ...gone];
   for (const [state, n] of list) {
     let b = model.countButtons.get(state);
     if (!b) {
@@ -184,10 +187,10 @@ async function loadPorts() {
   markReady('ports');
 }
 
-/** Reloads the current page soon, at most once every REFRESH_MS (after drops or reconnects). */
-function refreshSoon() {
+/** Reloads the current page soon, at most once every `every` ms (after drops, reconnects, new ports). */
+function refreshSoon(every = REFRESH_MS) {
   if (model.refreshTimer) return;
-  const wait = Math.max(0, model.lastRefresh + REFRESH_MS - performance.now());
+  const wait = Math.max(0, model.lastRefresh + every - performance.now());
   model.refreshTimer = setTimeout(() => {
     model.refreshTimer = 0;
     loadPorts().catch(showError);
@@ -200,6 +203,9 @@ function onPortEvent(e) {
     tr.dataset.state = e.to;
     tr.querySelector('.state').textContent = e.to;
     if (e.host !== undefined) tr.querySelector('.host').textContent = e.host;
+  } else if (model.rows.size < PAGE) {
+    // a port not shown while the page has room: perhaps a new one that belongs here
+    refreshSoon(GROW_MS);
   }
   if (model.selected === e.port) openDetail(e.port).catch(showError);
 }

@@ -1,0 +1,151 @@
+/**
+ * The inspector's view of a running {@link Runtime}: an {@link InspectorSource}
+ * reading the runtime's status, its port registry and its supervisor actor,
+ * and turning what happens into inspector events:
+ * - `role`: an `@xstate.snapshot` inspection event of the supervisor or one
+ *   of its role actors whose state value changed (from {@link Runtime.onInspect});
+ * - `leader`: the runtime's `leader`, `follower` and `leaderSeen` events;
+ * - `port`: the registry's `portTransition` events (leader and followers alike);
+ * - `host`: portBound, portStalled, portRecovered, portUnbound, portStatus,
+ *   hostAlive, hostDead.
+ *
+ * open ──close()──▶ closed (every listener removed; reads still answer)
+ *
+ * Create it once the runtime has started (its registry exists from then on);
+ * the runtime does so itself when given the `inspector` option.
+ */
+import type { AnyActorRef, InspectionEvent } from 'xstate';
+import { machines } from '../../machines/index.ts';
+import { FORWARDER_ROLE } from '../forwarder.ts';
+import { RESYNC_ROLE } from '../resync.ts';
+import { RETURN_WATCHER_ROLE } from '../return-watcher.ts';
+import type { Runtime, RuntimeEvents } from '../runtime.ts';
+import {
+  EventHub,
+  machineCharts,
+  queryPorts,
+  type InspectorEvent,
+  type InspectorJournal,
+  type InspectorPortDetail,
+  type InspectorRole,
+  type InspectorSource,
+} from './source.ts';
+
+/** The supervisor's role children: child id, role name, machine key. */
+const ROLES = [
+  { child: 'forwarder', role: FORWARDER_ROLE, machine: 'forwarder' },
+  { child: 'resync', role: RESYNC_ROLE, machine: 'resync' },
+  { child: 'returnWatcher', role: RETURN_WATCHER_ROLE, machine: 'returnWatcher' },
+] as const satisfies readonly { child: string; role: string; machine: keyof typeof machines }[];
+
+const ROLE_OF_CHILD = new Map<string, string>(ROLES.map((r) => [r.child, r.role]));
+
+/** Runtime events passed on as `host` events. */
+const HOST_EVENTS = ['portBound', 'portStalled', 'portRecovered', 'portUnbound', 'portStatus', 'hostAlive', 'hostDead'] as const;
+
+/**
+ * An inspector source over `rt` (see the module comment). Cheap to read:
+ * port counts are the registry's own, ports are filtered in one pass over the
+ * registry without copying it.
+ * @returns the source, and `close()` which removes every listener it added (idempotent)
+ * @example
+ * const source = runtimeSource(rt);
+ * const inspector = await startInspector({ source });
+ * // …
+ * await inspector.close();
+ * source.close();
+ */
+export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } {
+  const hub = new EventHub<InspectorEvent>((err) => rt.log.warn({ err }, 'inspector listener failed'));
+  const now = rt.options.now;
+  const offs: (() => void)[] = [];
+  let charts: Record<string, unknown> | undefined;
+  let appliedKeys = 0;
+
+  const on = <K extends keyof RuntimeEvents>(type: K, fn: (...args: RuntimeEvents[K]) => void): void => {
+    const listener = fn as (...args: unknown[]) => void;
+    (rt.on as (t: string, l: (...args: unknown[]) => void) => void)(type, listener);
+    offs.push(() => (rt.off as (t: string, l: (...args: unknown[]) => void) => void)(type, listener));
+  };
+
+  // role actors: one event per change of state value (from the values now)
+  const lastValue = new Map<string, string>();
+  const root = rt.actor?.getSnapshot();
+  if (root) {
+    lastValue.set('supervisor', JSON.stringify(root.value));
+    for (const r of ROLES) {
+      const child = root.children[r.child];
+      if (child) lastValue.set(r.role, JSON.stringify(child.getSnapshot().value));
+    }
+  }
+  offs.push(
+    rt.onInspect((e: InspectionEvent) => {
+      if (e.type !== '@xstate.snapshot' || hub.size === 0) return;
+      const root = rt.actor;
+      if (!root) return;
+      const ref = e.actorRef as AnyActorRef;
+      const role = ref === root ? 'supervisor' : ref._parent === root ? ROLE_OF_CHILD.get(ref.id) : undefined;
+      if (role === undefined) return;
+      const state = (e.snapshot as { value?: unknown }).value;
+      const key = JSON.stringify(state);
+      if (lastValue.get(role) === key) return;
+      lastValue.set(role, key);
+      hub.emit({ kind: 'role', at: now(), role, state, event: e.event.type });
+    }),
+  );
+
+  on('leader', ({ role }) => hub.emit({ kind: 'leader', at: now(), role, leader: true, holder: rt.options.holderId }));
+  on('follower', ({ role }) => hub.emit({ kind: 'leader', at: now(), role, leader: false }));
+  on('leaderSeen', ({ role, holder }) => hub.emit({ kind: 'leader', at: now(), role, leader: false, holder }));
+  on('applied', ({ keys }) => {
+    appliedKeys += keys;
+  });
+  for (const type of HOST_EVENTS) {
+    on(type, (data: unknown) => hub.emit({ kind: 'host', at: now(), type, data }));
+  }
+
+  const registry = rt.ports;
+  if (registry) {
+    const onTransition = (t: { port: string; from: string; to: string; host?: string; at: number }) =>
+      hub.emit({ kind: 'port', at: t.at, port: t.port, from: t.from, to: t.to, host: t.host, event: t.to === 'stalled' ? 'stall' : 'facts' });
+    registry.on('portTransition', onTransition);
+    offs.push(() => registry.off('portTransition', onTransition));
+  }
+
+  return {
+    machines: () => (charts ??= machineCharts(machines)),
+
+    roles(): InspectorRole[] {
+      const status = rt.status();
+      const supervisor: InspectorRole = { id: 'supervisor', machine: 'supervisor', state: rt.actor?.getSnapshot().value ?? 'off', leader: false };
+      return [
+        supervisor,
+        ...ROLES.map(({ role, machine }) => {
+          const r = status.roles[role];
+          return { id: role, machine, state: r?.state ?? 'off', leader: r?.leader ?? false, holder: r?.holder };
+        }),
+      ];
+    },
+
+    portCounts: () => rt.ports?.stateCounts() ?? {},
+
+    ports: (q) => (rt.ports ? queryPorts(rt.ports.list(), q) : { total: 0, items: [] }),
+
+    port(id): InspectorPortDetail | undefined {
+      const p = rt.ports?.port(id);
+      if (!p) return undefined;
+      return { id: p.id, state: p.state, host: p.host, facts: p.facts, transitions: [...(p.history ?? [])] };
+    },
+
+    journal(): InspectorJournal {
+      const s = rt.status();
+      return { depth: s.journalDepth, appliedKeys, deadLetters: s.deadLetters };
+    },
+
+    subscribe: (listener) => hub.subscribe(listener),
+
+    close() {
+      for (const off of offs.splice(0)) off();
+    },
+  };
+}
