@@ -181,7 +181,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       });
     }
     this.state = 'running';
-    if (o.forwarder || o.resync.enabled || o.returnWatcher.enabled) this.startRoles();
+    // the inspector first: when it cannot listen, no role has campaigned yet
     if (o.inspector) {
       const source = runtimeSource(this);
       try {
@@ -194,6 +194,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         throw err;
       }
     }
+    if (o.forwarder || o.resync.enabled || o.returnWatcher.enabled) this.startRoles();
   }
 
   /** Starts the supervisor with the enabled roles. */
