@@ -14,6 +14,7 @@ import { fromCallback, fromPromise, type EventObject } from 'xstate';
 import type { Logger } from 'pino';
 import { electionMachine, type Term } from '../machines/election.ts';
 import { deadline } from './etcd.ts';
+import { watchRange } from './list-watch.ts';
 import { fromEtcdError } from './errors.ts';
 import type { KeyLayout } from './keys.ts';
 
@@ -35,27 +36,27 @@ export interface ElectionDeps {
 /** Resolves when `key` is deleted after `revision`, after `maxWaitMs`, or on abort. */
 function keyDeleted(client: Etcd3, key: string, revision: string, maxWaitMs: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    let watcher: { cancel(): Promise<void> } | undefined;
     const done = () => {
       clearTimeout(timer);
       signal.removeEventListener('abort', done);
-      watcher?.cancel().catch(() => undefined);
+      watcher.close();
       resolve();
     };
-    const timer = setTimeout(done, maxWaitMs);
+    let timer = setTimeout(done, maxWaitMs);
     signal.addEventListener('abort', done);
-    client
-      .watch()
-      .key(key)
-      .startRevision(String(BigInt(revision) + 1n))
-      .create()
-      .then((w) => {
-        watcher = w;
-        if (signal.aborted) done();
-        w.on('delete', done);
-        w.on('error', done);
-      })
-      .catch(done);
+    const watcher = watchRange(
+      client,
+      { key, startRevision: Number(revision) + 1 },
+      {
+        onChanges: (changes) => changes.some((c) => c.type === 'delete') && done(),
+        // a broken watch: look again soon (not at once: the campaign would spin while the watch fails)
+        onEnd: () => {
+          clearTimeout(timer);
+          timer = setTimeout(done, Math.min(500, maxWaitMs));
+        },
+      },
+    );
+    if (signal.aborted) done();
   });
 }
 
@@ -124,26 +125,25 @@ export function etcdElection(deps: ElectionDeps) {
     };
     const timer = setInterval(once, deps.keepaliveIntervalMs);
     void once();
-    let watcher: { cancel(): Promise<void> } | undefined;
-    client
-      .watch()
-      .key(key)
-      .startRevision(input.term.token)
-      .create()
-      .then((w) => {
-        if (stopped) return void w.cancel();
-        watcher = w;
-        w.on('delete', () => sendBack({ type: 'LOST', reason: 'election key deleted' }));
-        w.on('put', (kv) => {
-          if (kv.create_revision !== input.term.token) sendBack({ type: 'LOST', reason: 'election key replaced' });
-        });
-        w.on('error', () => undefined);
-      })
-      .catch(() => undefined);
+    // an ended watch is not a loss: the keepalive watchdog decides
+    const watcher = watchRange(
+      client,
+      { key: key.toString(), startRevision: Number(input.term.token) },
+      {
+        onChanges: (changes) => {
+          for (const c of changes) {
+            if (stopped) return;
+            if (c.type === 'delete') sendBack({ type: 'LOST', reason: 'election key deleted' });
+            else if (String(c.createRevision) !== input.term.token) sendBack({ type: 'LOST', reason: 'election key replaced' });
+          }
+        },
+        onEnd: () => undefined,
+      },
+    );
     return () => {
       stopped = true;
       clearInterval(timer);
-      watcher?.cancel().catch(() => undefined);
+      watcher.close();
     };
   });
 

@@ -214,3 +214,62 @@ export function listWatch(o: ListWatchOptions): ListWatch {
   void start();
   return { close: () => end() };
 }
+
+/** Handlers of {@link watchRange}. */
+export interface WatchRangeHandlers {
+  onChanges(changes: WatchChange[]): void;
+  /** The stream ended (canceled, compacted, broken); called at most once, never after `close()`. */
+  onEnd(reason: string): void;
+}
+
+/**
+ * A plain watch of `[key, end)` (one key when `end` is absent) from
+ * `startRevision`, on a raw stream of its own: no shared watch manager whose
+ * bookkeeping can throw on a late response for a cancelled watch.
+ */
+export function watchRange(
+  client: Etcd3,
+  range: { key: string; end?: Buffer; startRevision: number },
+  handlers: WatchRangeHandlers,
+): ListWatch {
+  let closed = false;
+  let stream: RawStream | undefined;
+  const end = (reason?: string) => {
+    if (closed) return;
+    closed = true;
+    try {
+      stream?.cancel();
+    } catch {
+      // already ended
+    }
+    if (reason) handlers.onEnd(reason);
+  };
+  void (client as unknown as { watchClient: { watch(): Promise<RawStream> } }).watchClient.watch().then(
+    (s) => {
+      if (closed) return void s.cancel();
+      stream = s;
+      s.on('data', (res) => {
+        if (closed) return;
+        if (res.canceled) return end(Number(res.compact_revision) > 0 ? 'compacted' : 'canceled');
+        if (res.events.length === 0) return;
+        handlers.onChanges(
+          res.events.map((ev) => ({
+            type: ev.type === 'Delete' || (ev.type as unknown) === 1 ? 'delete' : 'put',
+            key: ev.kv.key.toString(),
+            value: ev.kv.value,
+            createRevision: Number(ev.kv.create_revision),
+            modRevision: Number(ev.kv.mod_revision),
+          })),
+        );
+      });
+      s.on('error', (err) => end(fromEtcdError(err).message));
+      s.on('end', () => end('watch stream ended'));
+      s.write({
+        create_request: { key: Buffer.from(range.key), range_end: range.end, start_revision: range.startRevision },
+      });
+    },
+    (err: unknown) => end(fromEtcdError(err).message),
+  );
+  return { close: () => end() };
+}
+
