@@ -86,6 +86,22 @@ export interface ListRange {
   keysOnly?: boolean;
 }
 
+/** A raw gRPC watch stream of its own (etcd3 keeps `watchClient` out of its types). */
+function openWatchStream(client: Etcd3): Promise<RawStream> {
+  return (client as unknown as { watchClient: { watch(): Promise<RawStream> } }).watchClient.watch();
+}
+
+/** The changes of one watch response. */
+function changesOf(res: IWatchResponse): WatchChange[] {
+  return res.events.map((ev) => ({
+    type: ev.type === 'Delete' || (ev.type as unknown) === 1 ? 'delete' : 'put',
+    key: ev.kv.key.toString(),
+    value: ev.kv.value,
+    createRevision: Number(ev.kv.create_revision),
+    modRevision: Number(ev.kv.mod_revision),
+  }));
+}
+
 /**
  * Reads every key of `ranges` at one revision, page by page.
  * @returns the revision of the read
@@ -160,7 +176,7 @@ export function listWatch(o: ListWatchOptions): ListWatch {
     }
     let s: RawStream;
     try {
-      s = await (o.client as unknown as { watchClient: { watch(): Promise<RawStream> } }).watchClient.watch();
+      s = await openWatchStream(o.client);
     } catch (err) {
       end({ reason: 'broken', error: fromEtcdError(err).message, revision });
       return;
@@ -185,13 +201,7 @@ export function listWatch(o: ListWatchOptions): ListWatch {
       }
       if (res.created) o.onWatching?.(revision);
       if (res.events.length === 0) return;
-      const changes: WatchChange[] = res.events.map((ev) => ({
-        type: ev.type === 'Delete' || (ev.type as unknown) === 1 ? 'delete' : 'put',
-        key: ev.kv.key.toString(),
-        value: ev.kv.value,
-        createRevision: Number(ev.kv.create_revision),
-        modRevision: Number(ev.kv.mod_revision),
-      }));
+      const changes = changesOf(res);
       // a revision's events never straddle two responses: resuming after the last one is exact
       revision = changes[changes.length - 1].modRevision;
       o.onChanges(changes, revision);
@@ -244,7 +254,7 @@ export function watchRange(
     }
     if (reason) handlers.onEnd(reason);
   };
-  void (client as unknown as { watchClient: { watch(): Promise<RawStream> } }).watchClient.watch().then(
+  void openWatchStream(client).then(
     (s) => {
       if (closed) return void s.cancel();
       stream = s;
@@ -252,15 +262,7 @@ export function watchRange(
         if (closed) return;
         if (res.canceled) return end(Number(res.compact_revision) > 0 ? 'compacted' : 'canceled');
         if (res.events.length === 0) return;
-        handlers.onChanges(
-          res.events.map((ev) => ({
-            type: ev.type === 'Delete' || (ev.type as unknown) === 1 ? 'delete' : 'put',
-            key: ev.kv.key.toString(),
-            value: ev.kv.value,
-            createRevision: Number(ev.kv.create_revision),
-            modRevision: Number(ev.kv.mod_revision),
-          })),
-        );
+        handlers.onChanges(changesOf(res));
       });
       s.on('error', (err) => end(fromEtcdError(err).message));
       s.on('end', () => end('watch stream ended'));

@@ -51,7 +51,6 @@ interface PortEntry {
   actor?: Actor<typeof portMachine>;
   notified?: BindingId;
   status?: PortStatus;
-  since: number;
   /** Recent transitions (live ports only; trimmed). */
   history?: { at: number; from: string; to: string; event: string }[];
 }
@@ -82,7 +81,6 @@ const stateOfFacts = (facts: PortFacts): string => {
   return c.kind === 'none' ? 'unbound' : c.kind;
 };
 
-const valueOf = (actor: Actor<typeof portMachine>): string => String(actor.getSnapshot().value);
 
 /** The ports' facts and actors; see the module comment. */
 export class PortRegistry extends EventEmitter<PortEvents> {
@@ -90,6 +88,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   private counts = new Map<string, number>();
   private waiters = new Map<string, Set<() => void>>();
   private leading = false;
+  private live = 0;
   /** Set while a bulk operation (relist, gaining leadership) runs: applies wait here. */
   private pending?: Map<string, PortFacts>;
   private bulk: Promise<void> = Promise.resolve();
@@ -138,9 +137,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
 
   /** How many ports have a live actor (the rest are compact records). */
   liveActors(): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (e.actor) n++;
-    return n;
+    return this.live;
   }
 
   /** One port's state, facts and recent transitions. */
@@ -210,7 +207,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     if (entry && sameFacts(entry.facts, facts)) return;
     if (!entry) {
       if (facts.bindings.length === 0 && facts.states.length === 0) return;
-      entry = { facts: EMPTY, state: 'unbound', since: this.o.now() };
+      entry = { facts: EMPTY, state: 'unbound' };
       this.entries.set(id, entry);
       this.count('unbound', 1);
       if (this.leading) this.loadNotified(id, entry);
@@ -248,15 +245,14 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     if (!this.leading) return;
     this.leading = false;
     for (const [id, entry] of this.entries) {
-      entry.actor?.stop();
-      entry.actor = undefined;
+      this.release(entry);
       this.setState(id, entry, stateOfFacts(entry.facts), 'follow');
     }
   }
 
   /** Forgets every port (the watch ended for good). */
   clear(): void {
-    for (const e of this.entries.values()) e.actor?.stop();
+    for (const e of this.entries.values()) this.release(e);
     this.entries.clear();
     this.counts.clear();
   }
@@ -362,6 +358,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     const actor = createActor(this.machine, { input: this.input(id, entry) });
     actor.subscribe({ error: (err) => this.o.log.error({ err, port: id }, 'port actor failed') });
     actor.start();
+    this.live++;
     return actor;
   }
 
@@ -370,7 +367,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     const actor = entry.actor;
     if (!actor) return;
     const snap = actor.getSnapshot();
-    this.setState(id, entry, valueOf(actor), event);
+    this.setState(id, entry, String(snap.value), event);
     if (!SETTLED.has(entry.state)) return;
     // a settled port keeps a compact record: no history, the binding object shared with its facts
     const n = snap.context.notified;
@@ -378,15 +375,22 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     entry.notified = n && b && n.host === b.host && n.rev === b.rev ? b : n;
     entry.status = snap.context.status;
     entry.history = undefined;
-    actor.stop();
-    entry.actor = undefined;
+    this.release(entry);
     if (entry.state !== 'active') this.forget(id, entry);
   }
 
+  /** Stops a port's actor, if it has one. */
+  private release(entry: PortEntry): void {
+    if (!entry.actor) return;
+    entry.actor.stop();
+    entry.actor = undefined;
+    this.live--;
+  }
+
+  /** Drops a port with nothing left in etcd (its record went with `announceUnbound`). */
   private forget(id: string, entry: PortEntry): void {
     this.count(entry.state, -1);
     this.entries.delete(id);
-    if (this.leading && entry.state === 'gone') void this.o.notified.remove(id);
   }
 
   private setState(id: string, entry: PortEntry, state: string, event: string): void {
@@ -396,7 +400,6 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     this.count(from, -1);
     this.count(state, 1);
     entry.state = state;
-    entry.since = at;
     if (entry.actor) {
       const h = (entry.history ??= []);
       h.push({ at, from, to: state, event });

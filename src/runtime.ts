@@ -698,28 +698,22 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   /** A snapshot of the runtime's state. */
   status(): RuntimeStatus {
     const journal = this.journal;
-    const snap = this.supervisor?.getSnapshot();
-    const fwd = snap?.children.forwarder?.getSnapshot();
-    const term = this.terms.get(FORWARDER_ROLE);
+    const children = this.supervisor?.getSnapshot().children;
+    const role = (name: string, child: 'forwarder' | 'resync' | 'returnWatcher') => ({
+      state: children?.[child]?.getSnapshot().value ?? 'off',
+      leader: this.terms.has(name),
+      token: this.terms.get(name)?.token,
+      holder: this.holders.get(name),
+    });
     return {
       running: this.state === 'running',
       holderId: this.options.holderId,
       journalDepth: journal && this.state === 'running' ? journal.depth() : 0,
       deadLetters: journal && this.state === 'running' ? journal.deadLetters().length : 0,
       roles: {
-        [FORWARDER_ROLE]: { state: fwd?.value ?? 'off', leader: term !== undefined, token: term?.token, holder: this.holders.get(FORWARDER_ROLE) },
-        [RESYNC_ROLE]: {
-          state: snap?.children.resync?.getSnapshot().value ?? 'off',
-          leader: this.terms.has(RESYNC_ROLE),
-          token: this.terms.get(RESYNC_ROLE)?.token,
-          holder: this.holders.get(RESYNC_ROLE),
-        },
-        [RETURN_WATCHER_ROLE]: {
-          state: snap?.children.returnWatcher?.getSnapshot().value ?? 'off',
-          leader: this.terms.has(RETURN_WATCHER_ROLE),
-          token: this.terms.get(RETURN_WATCHER_ROLE)?.token,
-          holder: this.holders.get(RETURN_WATCHER_ROLE),
-        },
+        [FORWARDER_ROLE]: role(FORWARDER_ROLE, 'forwarder'),
+        [RESYNC_ROLE]: role(RESYNC_ROLE, 'resync'),
+        [RETURN_WATCHER_ROLE]: role(RETURN_WATCHER_ROLE, 'returnWatcher'),
       },
       ports: {
         total: this.registry?.size ?? 0,
