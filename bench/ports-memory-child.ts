@@ -55,6 +55,7 @@ await withRuntime(prefix, async (rt) => {
   await until(() => rt.status().roles['return-watcher'].leader && (rt.status().ports.states.active ?? 0) >= n, 'all ports active');
   const listMs = performance.now() - t0;
   const early = settle();
+  if (process.env.PW_MEM_DEBUG) console.error('early', JSON.stringify(process.memoryUsage()));
   // steady state: V8 gives back the pages the initial list churned through once the process idles
   await new Promise((r) => setTimeout(r, 10_000));
   const s = settle();

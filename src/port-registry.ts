@@ -13,7 +13,7 @@
  * A follower keeps the facts only (for `whenActive` and the inspector).
  */
 import { EventEmitter } from 'node:events';
-import { createActor, initialTransition, type Actor } from 'xstate';
+import { createActor, type Actor, type ActorScope, type ExecutableActionObject } from 'xstate';
 import type { Database } from 'lmdb';
 import type { Logger } from 'pino';
 import {
@@ -93,6 +93,8 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   private pending?: Map<string, PortFacts>;
   private bulk: Promise<void> = Promise.resolve();
   private readonly machine;
+  /** One inert scope reused by every {@link settleWithoutActor} (xstate's `initialTransition` builds an actor and a system per call). */
+  private readonly scope: { actions: ExecutableActionObject[]; get: () => ActorScope<never, never> };
 
   constructor(private readonly o: PortRegistryOptions) {
     super();
@@ -123,6 +125,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
         },
       },
     });
+    this.scope = inertScope(this.machine);
   }
 
   /** Number of ports tracked. */
@@ -343,7 +346,10 @@ export class PortRegistry extends EventEmitter<PortEvents> {
    * the port stays a record (no actor is ever created for it).
    */
   private settleWithoutActor(id: string, entry: PortEntry): boolean {
-    const [snap, actions] = initialTransition(this.machine, this.input(id, entry));
+    this.scope.actions.length = 0;
+    const snap = this.machine.getInitialSnapshot(this.scope.get() as never, this.input(id, entry));
+    // taken out before running them: an announcement's listener may settle another port
+    const actions = this.scope.actions.splice(0);
     const value = String(snap.value);
     if (!SETTLED.has(value) || actions.some((a) => a.type === 'xstate.raise')) return false;
     for (const a of actions) a.exec?.(a.info, a.params);
@@ -411,4 +417,36 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   private count(state: string, d: number): void {
     this.counts.set(state, (this.counts.get(state) ?? 0) + d);
   }
+}
+
+/**
+ * What xstate's `initialTransition` does, with one scope for every call: an
+ * actor that is never started, whose executor collects the actions instead of
+ * running them. The port machine spawns no children, so nothing registers in
+ * the scope's system.
+ */
+function inertScope(machine: typeof portMachine): { actions: ExecutableActionObject[]; get: () => ActorScope<never, never> } {
+  const actions: ExecutableActionObject[] = [];
+  let scope: ActorScope<never, never> | undefined;
+  return {
+    actions,
+    get: () => {
+      if (scope) return scope;
+      const self = createActor(machine, {
+        input: { portId: '', facts: { bindings: [], states: [] }, stallMs: 0 },
+      }) as unknown as ActorScope<never, never>['self'];
+      scope = {
+        self,
+        id: '',
+        sessionId: '',
+        system: self.system,
+        logger: () => {},
+        defer: () => {},
+        emit: () => {},
+        stopChild: () => {},
+        actionExecutor: (action) => void actions.push(action),
+      } as ActorScope<never, never>;
+      return scope;
+    },
+  };
 }
