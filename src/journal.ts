@@ -17,12 +17,20 @@
  * turn) and resolve only after the commit is fsync'd. Entries leave the
  * journal only through {@link Journal.applied} (after etcd acknowledged them)
  * or {@link Journal.fail} (to the dead letters).
+ *
+ * Size limit: lmdb-js grows the LMDB map by itself when it fills (it never
+ * reports MDB_MAP_FULL), so the limit is the journal's own. An append that
+ * would take the live pages past `mapSize` less a reserve is refused with a
+ * JournalFullError and writes nothing; the reserve is left for the drain,
+ * whose writes (applied values, removals) are never refused. Appends work
+ * again once the drain has freed pages, or after reopening with a larger
+ * `mapSize`. The live bytes are measured once per write transaction.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { JournalFullError, PortwireError } from './errors.ts';
+import { JournalFullError, PortwireError, ValidationError } from './errors.ts';
 import { decodeEntry, encodeEntry, type StoredEntry } from './journal-entry.ts';
 import { appliedDbsOf, DRAIN_TOKEN, holdsDrain, recordApplied, type AppliedDbs } from './apply-applied.ts';
 import type { JournalOp } from './types.ts';
@@ -59,12 +67,60 @@ export interface DeadLetter {
 /** Options of {@link Journal.open}. */
 export interface JournalOptions {
   /**
-   * Maximum size of the LMDB map in bytes; appends beyond it fail with JournalFullError.
+   * Size limit of the LMDB environment in bytes (its live pages: waiting
+   * entries, applied state, dead letters, group records). Appends that would
+   * take it past `mapSize - reserveBytes` fail with JournalFullError; the
+   * reserve stays free for draining. A larger value on a later open raises
+   * the limit of the same data directory. Also the initial LMDB map size.
    * @default 2 GiB
    */
   mapSize?: number;
+  /**
+   * Bytes kept free for the drain's own writes (applied values, removals).
+   * @default mapSize / 8, within 256 KiB .. 64 MiB
+   */
+  reserveBytes?: number;
   /** Clock, for entry and dead-letter timestamps. @default Date.now */
   now?: () => number;
+}
+
+/** How full the journal's LMDB environment is (see {@link Journal.usage}). */
+export interface JournalUsage {
+  /** Bytes of live pages: every table's, the free-page list's own and the two meta pages. */
+  usedBytes: number;
+  /** The size limit (`mapSize`). */
+  limitBytes: number;
+  /** Kept free for draining: appends stop at `limitBytes - reserveBytes`. */
+  reserveBytes: number;
+  /** Bytes of the waiting entries' pages: what draining frees. */
+  waitingBytes: number;
+  /** Entries waiting. */
+  entries: number;
+  /** Size of the data file: live pages and free pages LMDB reuses (it grows, never shrinks). */
+  fileBytes: number;
+  /** `usedBytes` as a fraction of the append limit `limitBytes - reserveBytes`. */
+  fill: number;
+  /** True when the next append of an entry is refused. */
+  full: boolean;
+}
+
+/** Smallest `mapSize` accepted. */
+export const MIN_MAP_SIZE = 1024 ** 2;
+const DEFAULT_MAP_SIZE = 2 * 1024 ** 3;
+/** LMDB's largest value kept on a leaf page (4 KiB pages); larger ones take overflow pages. */
+const NODE_MAX = 2000;
+/** Per-record overhead on a leaf page: node header, page index slot, number key. */
+const NODE_OVERHEAD = 24;
+
+/** The default drain reserve for a limit of `mapSize` bytes. */
+export function defaultReserve(mapSize: number): number {
+  return Math.min(64 * 1024 ** 2, Math.max(256 * 1024, Math.floor(mapSize / 8)));
+}
+
+/** A byte count for messages: `512 B`, `12.0 KiB`, `3.5 MiB`. */
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  return n < 1024 ** 2 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 ** 2).toFixed(1)} MiB`;
 }
 
 /** The file name of the LMDB environment inside a data directory. */
@@ -76,6 +132,10 @@ export class Journal {
   private kickPending = false;
   private watchers = new Set<FSWatcher>();
   private closed = false;
+  /** Every table of the environment, by name, for {@link usage}. */
+  private readonly tables = new Map<string, Database<unknown, string | number>>();
+  /** Live bytes measured in the current write transaction, and the estimate of what appends added since. */
+  private txnUsed?: { txnId: number; usedBytes: number; added: number };
 
   private constructor(
     readonly dataDir: string,
@@ -84,12 +144,28 @@ export class Journal {
     private readonly meta: Database<number | string, string>,
     private readonly groups: Database<GroupRecord, string>,
     private readonly now: () => number,
+    /** The size limit in bytes (`mapSize`). */
+    readonly limitBytes: number,
+    /** Bytes kept free for draining. */
+    readonly reserveBytes: number,
   ) {
     this.root = dbs.root;
     this.entries = dbs.entries;
     this.appliedValues = dbs.applied;
     this.dead = dbs.dead;
     this.attempts = dbs.attempts;
+    const named: [string, Database<unknown, string | number>][] = [
+      ['journal', dbs.entries],
+      ['applied', dbs.applied],
+      ['dead', dbs.dead],
+      ['attempts', dbs.attempts],
+      ['meta', meta],
+      ['groups', groups],
+    ];
+    for (const [name, db] of named) this.tables.set(name, db);
+    for (const name of this.root.getKeys({})) {
+      if (typeof name === 'string' && !this.tables.has(name)) this.tables.set(name, this.root.openDB({ name }));
+    }
   }
 
   private readonly root: RootDatabase;
@@ -98,11 +174,23 @@ export class Journal {
   private readonly dead: Database<DeadLetter, number>;
   private readonly attempts: Database<number, number>;
 
-  /** Opens (creating if needed) the journal of `dataDir`. */
+  /**
+   * Opens (creating if needed) the journal of `dataDir`.
+   * @throws ValidationError when `mapSize` is below 1 MiB or `reserveBytes` leaves no room
+   */
   static open(dataDir: string, options: JournalOptions = {}): Journal {
+    const mapSize = options.mapSize ?? DEFAULT_MAP_SIZE;
+    if (!Number.isSafeInteger(mapSize) || mapSize < MIN_MAP_SIZE) {
+      throw new ValidationError('mapSize', `must be an integer of at least ${MIN_MAP_SIZE} bytes`);
+    }
+    const reserve = options.reserveBytes ?? defaultReserve(mapSize);
+    if (!Number.isSafeInteger(reserve) || reserve < 0 || reserve > mapSize / 2) {
+      throw new ValidationError('reserveBytes', 'must be an integer within 0 .. mapSize / 2');
+    }
     mkdirSync(dataDir, { recursive: true });
     const path = join(dataDir, JOURNAL_FILE);
-    const root = open({ path, maxDbs: 8, mapSize: options.mapSize ?? 2 * 1024 ** 3 });
+    // lmdb-js grows the map by itself when it fills (it never reports MDB_MAP_FULL): the limit is ours
+    const root = open({ path, maxDbs: 8, mapSize });
     const db = <V, K extends string | number>(name: string) =>
       root.openDB<V, K>({ name, encoding: 'msgpack' });
     return new Journal(
@@ -112,6 +200,8 @@ export class Journal {
       root.openDB<number | string, string>({ name: 'meta', encoding: 'msgpack' }),
       db<GroupRecord, string>('groups'),
       options.now ?? Date.now,
+      mapSize,
+      reserve,
     );
   }
 
@@ -120,7 +210,9 @@ export class Journal {
    * component's durable records (the port registry's `notified`).
    */
   table<V>(name: string): Database<V, string> {
-    return this.root.openDB<V, string>({ name, encoding: 'msgpack' });
+    const db = this.root.openDB<V, string>({ name, encoding: 'msgpack' });
+    this.tables.set(name, db as Database<unknown, string>);
+    return db;
   }
 
   /**
@@ -138,7 +230,9 @@ export class Journal {
    * process's) with access to the group records, and appends the ops it
    * returns in that transaction; `undefined` aborts (nothing written).
    * Resolves once fsync'd with the last sequence number, or undefined when aborted.
-   * @throws JournalFullError when the LMDB map is full (nothing was written)
+   * All or nothing: `build`'s group changes are staged and written only with the ops.
+   * @throws JournalFullError when the entries would take the journal past its
+   *   limit (`mapSize` less the drain reserve); nothing was written
    */
   async appendWith(build: (groups: GroupAccess) => readonly JournalOp[] | undefined): Promise<number | undefined> {
     if (this.closed) throw new PortwireError('journal is closed');
@@ -147,22 +241,33 @@ export class Journal {
     let wrote = false;
     try {
       await this.root.transaction(() => {
-        const ops = build(this.groupAccess());
+        const staged = new Map<string, GroupRecord | null>();
+        const ops = build(this.stagedGroups(staged));
         if (!ops) return;
-        let seq = (this.meta.get('seq') as number | undefined) ?? 0;
-        for (const op of ops) {
-          seq++;
+        const records = ops.map((op) => {
           const json = op.json ?? (op.value === null || op.value === undefined || op.prefix ? null : JSON.stringify(op.value));
-          this.entries.put(seq, encodeEntry(op.key, json, op.prefix === true, t));
+          return encodeEntry(op.key, json, op.prefix === true, t);
+        });
+        this.reserveRoom(records);
+        for (const [sgId, record] of staged) {
+          if (record) this.groups.put(sgId, record);
+          else this.groups.remove(sgId);
         }
+        let seq = (this.meta.get('seq') as number | undefined) ?? 0;
+        for (const record of records) this.entries.put(++seq, record);
         this.meta.put('seq', seq);
         last = seq;
         wrote = ops.length > 0;
       });
       await this.root.flushed;
     } catch (err) {
-      if (/MDB_MAP_FULL|map.?full/i.test(String((err as Error)?.message))) {
-        throw new JournalFullError('journal is full: drain it or raise mapSize', { cause: err });
+      if (err instanceof PortwireError) throw err;
+      const message = String((err as Error)?.message);
+      if (/MDB_MAP_FULL|map.?full/i.test(message)) {
+        throw new JournalFullError('journal is full (LMDB map full): drain it or raise mapSize', { cause: err });
+      }
+      if (/ENOSPC|no space left/i.test(message)) {
+        throw new JournalFullError(`journal cannot grow: the disk of ${this.dataDir} is full`, { cause: err });
       }
       throw err;
     }
@@ -170,11 +275,79 @@ export class Journal {
     return last;
   }
 
-  private groupAccess(): GroupAccess {
+  /** Group access whose changes are staged in `staged` (null removes) until the append is accepted. */
+  private stagedGroups(staged: Map<string, GroupRecord | null>): GroupAccess {
+    const get = (sgId: string) => (staged.has(sgId) ? (staged.get(sgId) ?? undefined) : this.groups.get(sgId));
     return {
-      get: (sgId) => this.groups.get(sgId),
-      put: (sgId, rules) => void this.groups.put(sgId, { rules, rev: (this.groups.get(sgId)?.rev ?? 0) + 1 }),
-      remove: (sgId) => void this.groups.remove(sgId),
+      get,
+      put: (sgId, rules) => void staged.set(sgId, { rules, rev: (get(sgId)?.rev ?? 0) + 1 }),
+      remove: (sgId) => void staged.set(sgId, null),
+    };
+  }
+
+  /**
+   * Inside the append's write transaction: refuses `records` with a
+   * JournalFullError when they would take the live bytes past the append
+   * limit, else counts them. The live bytes are measured once per write
+   * transaction (lmdb-js batches the appends of one event turn into one).
+   */
+  private reserveRoom(records: readonly Buffer[]): void {
+    let add = 0;
+    for (const r of records) add += r.length > NODE_MAX ? Math.ceil((r.length + 16) / 4096) * 4096 : r.length + NODE_OVERHEAD;
+    const txnId = this.root.getWriteTxnId();
+    let u = this.txnUsed;
+    if (!u || u.txnId !== txnId || u.added > this.reserveBytes / 4) {
+      u = this.txnUsed = { txnId, usedBytes: this.measure().usedBytes, added: 0 };
+    }
+    const appendLimit = this.limitBytes - this.reserveBytes;
+    if (u.usedBytes + u.added + add > appendLimit) {
+      const now = this.measure();
+      throw new JournalFullError(
+        `journal is full: ${bytes(now.usedBytes)} used of the ${bytes(appendLimit)} append limit ` +
+          `(mapSize ${bytes(this.limitBytes)} less ${bytes(this.reserveBytes)} kept for draining); ` +
+          `${records.length} new entries (${bytes(add)}) refused. Waiting entries take ${bytes(now.waitingBytes)} ` +
+          `(${now.entries}): let the forwarder drain them to etcd, or restart with a larger mapSize`,
+        { usage: now },
+      );
+    }
+    u.added += add;
+  }
+
+  /**
+   * How full the environment is: live bytes against the limit, what draining
+   * would free, the file's size. Cheap enough for a status page (a few µs).
+   */
+  usage(): JournalUsage {
+    return this.measure();
+  }
+
+  private measure(): JournalUsage {
+    type Stats = { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; entryCount: number };
+    const pages = (x: Stats) => x.treeBranchPageCount + x.treeLeafPageCount + x.overflowPages;
+    const env = this.root.getStats() as Stats & { pageSize: number; lastPageNumber: number; free: Stats };
+    const psize = env.pageSize;
+    let used = pages(env) + pages(env.free) + 2;
+    let waiting = 0;
+    let entries = 0;
+    for (const db of this.tables.values()) {
+      const s = db.getStats() as Stats;
+      used += pages(s);
+      if (db === this.entries) {
+        waiting = pages(s);
+        entries = s.entryCount;
+      }
+    }
+    const usedBytes = used * psize;
+    const appendLimit = this.limitBytes - this.reserveBytes;
+    return {
+      usedBytes,
+      limitBytes: this.limitBytes,
+      reserveBytes: this.reserveBytes,
+      waitingBytes: waiting * psize,
+      entries,
+      fileBytes: (env.lastPageNumber + 1) * psize,
+      fill: usedBytes / appendLimit,
+      full: usedBytes + psize > appendLimit,
     };
   }
 

@@ -18,7 +18,7 @@ import type { Journal } from './journal.ts';
 import type { KeyLayout } from './keys.ts';
 import { encodeGroups, type GroupRules } from './translate-pool.ts';
 import { validateRule, type NeutronRule } from './translate.ts';
-import { validateId } from './validate.ts';
+import { validateId, validatePlainArray, validatePlainObject } from './validate.ts';
 import type { JournalOp } from './types.ts';
 
 /** A security group as Neutron passes it on creation. */
@@ -46,13 +46,11 @@ export function defaultRules(sgId: string): NeutronRule[] {
 
 /** Validates a group; returns its id and a copy of its rules. */
 function validateGroup(sg: unknown, field: string): GroupRules & { rules: NeutronRule[] } {
-  if (typeof sg !== 'object' || sg === null || Array.isArray(sg)) throw new ValidationError(field, 'must be an object');
-  const g = sg as SecurityGroup;
+  const g = validatePlainObject(sg, field) as SecurityGroup;
   const id = validateId(g.id, `${field}.id`);
   if (g.security_group_rules === undefined) return { id, rules: defaultRules(id) };
-  if (!Array.isArray(g.security_group_rules)) throw new ValidationError(`${field}.security_group_rules`, 'must be an array');
   const seen = new Set<string>();
-  const rules = g.security_group_rules.map((r, i) => {
+  const rules = validatePlainArray(g.security_group_rules, `${field}.security_group_rules`).map((r, i) => {
     const f = `${field}.security_group_rules[${i}]`;
     const rule = checkRule(r, f);
     if (rule.security_group_id !== id) throw new ValidationError(`${f}.security_group_id`, `belongs to another group than ${id}`);
@@ -64,7 +62,8 @@ function validateGroup(sg: unknown, field: string): GroupRules & { rules: Neutro
 }
 
 /** Validates one rule (translation rules and id syntax) and returns a plain copy. */
-function checkRule(r: unknown, field: string): NeutronRule {
+function checkRule(rule: unknown, field: string): NeutronRule {
+  const r: unknown = validatePlainObject(rule, field);
   validateRule(r, field);
   validateId(r.id, `${field}.id`);
   validateId(r.security_group_id, `${field}.security_group_id`);
@@ -87,8 +86,7 @@ export class SecurityGroups {
    * @throws ValidationError naming the field; nothing is journaled
    */
   async create(groups: unknown[]): Promise<number> {
-    if (!Array.isArray(groups)) throw new ValidationError('groups', 'must be an array');
-    const valid = groups.map((g, i) => validateGroup(g, groups.length === 1 ? 'sg' : `groups[${i}]`));
+    const valid = validatePlainArray(groups, 'groups').map((g, i, list) => validateGroup(g, list.length === 1 ? 'sg' : `groups[${i}]`));
     const values = await encodeGroups(this.pool, valid);
     const seq = await this.journal.appendWith((store) => {
       const ops: JournalOp[] = [];

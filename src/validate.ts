@@ -463,3 +463,30 @@ export function validateBindDecisionArgs(v: unknown): { port: Port; segments: Se
     host: string;
   };
 }
+
+/**
+ * Checks that `v` is a plain object (prototype `Object.prototype` or null)
+ * whose own properties are data properties, none named `__proto__`,
+ * `constructor` or `prototype`, and returns a shallow copy of them (absent
+ * `undefined` ones), so that what is checked next is what is used. For
+ * inputs checked field by field elsewhere: security groups and their rules.
+ * @throws {ValidationError} naming `field`, or the offending key under it.
+ * @example const g = validatePlainObject(sg, 'sg'); validateId(g.id, 'sg.id');
+ */
+export function validatePlainObject(v: unknown, field: string): Record<string, unknown> {
+  return guard(field, (ctx) => {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of entries(v, field, ctx)) out[k] = x;
+    return out;
+  });
+}
+
+/**
+ * Checks that `v` is an array whose elements are data properties (no
+ * accessors, no hostile proxy) and returns a copy of it.
+ * @param max most elements accepted @default no limit
+ * @throws {ValidationError} naming `field`.
+ */
+export function validatePlainArray(v: unknown, field: string, max = Number.MAX_SAFE_INTEGER): unknown[] {
+  return guard(field, () => items(v, field, max));
+}
