@@ -14,6 +14,10 @@
  * Keys and values have the same shape everywhere: the real
  * `nodes/<host>/ports/<port>` binding of a port with one fixed IP (~360 bytes
  * of JSON). Every part writes under its own fresh prefix.
+ *
+ * With `sign` (`--sign`), (b) runs a second time with signed values (an
+ * Ed25519 compact JWS per value, see `src/jws.ts`) and the signed drain is
+ * compared with the unsigned one of the same run.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -22,7 +26,9 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { isDeepStrictEqual } from 'node:util';
 import { Etcd3, type IRequestOp } from 'etcd3';
 import { pino } from 'pino';
+import { generateKeyPairSync } from 'node:crypto';
 import { createEtcdClient, deadline, prefixEnd } from '../src/etcd.ts';
+import { JwsVerifier, type SigningOptions } from '../src/jws.ts';
 import { keyLayout } from '../src/keys.ts';
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
@@ -41,6 +47,8 @@ export interface DrainBenchOptions {
   referenceKeys?: number;
   /** API calls in flight while journaling. @default 1000 */
   callsInFlight?: number;
+  /** Also run (b) with signed values and report the ratio. @default false */
+  sign?: boolean;
 }
 
 const OPS_PER_TXN = 128;
@@ -169,6 +177,7 @@ async function verify(
   prefix: string,
   expected: Map<string, unknown>,
   ignore: string,
+  verifier?: JwsVerifier,
 ): Promise<{ keys: number; missing: number; unexpected: number; wrong: number }> {
   const end = prefixEnd(Buffer.from(prefix));
   let start = Buffer.from(prefix);
@@ -186,7 +195,8 @@ async function verify(
       keys++;
       seen.add(key);
       if (!expected.has(key)) unexpected++;
-      else if (!isDeepStrictEqual(JSON.parse(kv.value.toString()), expected.get(key))) wrong++;
+      else if (verifier && !verifier.verify(key, kv.value).ok) wrong++;
+      else if (!isDeepStrictEqual(JSON.parse((verifier ? verifier.payload(key, kv.value) : kv.value).toString()), expected.get(key))) wrong++;
     }
     if (!res.more || res.kvs.length === 0) break;
     start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
@@ -283,9 +293,10 @@ async function portwire(
   n: number,
   callsInFlight: number,
   track: (rt: Runtime) => void,
+  signing?: SigningOptions,
 ): Promise<PortwireFigures> {
   const logger = pino({ level: 'warn' }, pino.destination(2));
-  const common = { etcd: { endpoints: etcd.endpoints }, prefix, dataDir, logger };
+  const common = { etcd: { endpoints: etcd.endpoints }, prefix, dataDir, logger, signing };
 
   // the resync role is benchmarked separately and would otherwise run a full resync when it gains leadership in the middle of the measured drain
   const writer = createRuntime({ ...common, forwarder: false, resync: { enabled: false } });
@@ -352,7 +363,8 @@ async function portwire(
   let v;
   try {
     // Everything under the prefix but the election key (released on stop anyway).
-    v = await verify(reader, `${prefix}/`, expected, `${keyLayout(prefix).election}/`);
+    const verifier = signing && new JwsVerifier(signing.privateKey);
+    v = await verify(reader, `${prefix}/`, expected, `${keyLayout(prefix).election}/`, verifier);
   } finally {
     reader.close();
   }
@@ -441,6 +453,19 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
     }
     await reset();
 
+    let signed: PortwireFigures | undefined;
+    if (options.sign) {
+      step(`(b) again with signed values: ${fmt(n)} binds journaled, then drained`);
+      const signedDir = mkdtempSync(join(tmpdir(), 'portwire-bench-drain-signed-'));
+      dirs.push(signedDir);
+      const { privateKey } = generateKeyPairSync('ed25519');
+      signed = await portwire(etcd, `${run}/portwire-signed`, signedDir, n, callsInFlight, (rt) => runtimes.push(rt), { privateKey, keyId: 'bench' });
+      if (!signed.verify.ok) {
+        throw new Error(`etcd does not hold exactly the ${n} signed keys: ${JSON.stringify(signed.verify)}`);
+      }
+      await reset();
+    }
+
     step(`(c) reference strategy: ${fmt(refKeys)} puts, one at a time`);
     const ref = await onePutAtATime(client, etcd.pid, `${run}/reference`, refKeys);
     await reset();
@@ -486,6 +511,17 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
         `start→leader ${fmt(pw.drain.startToLeaderMs)} ms, leader→1st txn acked ${fmt(pw.drain.leaderToFirstAppliedMs)} ms`,
       ],
       ['(b) this process idle, 1 s before the drain', '', '', '', '', '', eldText(pw.drain.idleEventLoopDelayMs)],
+      ...(signed
+        ? [[
+            '(b) drain, signed values (Ed25519 JWS)',
+            fmt(n),
+            fmt(signed.drain.ms / 1000, 2),
+            fmt(signed.drain.keysPerSec),
+            cpu(signed.drain),
+            fmt(signed.drain.otherCores, 2),
+            `${fmt(signed.drain.keysPerSec / pw.drain.keysPerSec, 2)} × unsigned; ${eldText(signed.drain.eventLoopDelayMs)}`,
+          ]]
+        : []),
       ['(c) reference: 1 put, awaited 1 at a time', fmt(ref.keys), fmt(ref.ms / 1000, 2), fmt(ref.keysPerSec), cpu(ref), fmt(ref.otherCores, 2), ''],
     ];
     const loadAfter = load();
@@ -495,6 +531,7 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
       drainOverRaw16Again: pw.drain.keysPerSec / raw16b.keysPerSec,
       drainOverRaw4: pw.drain.keysPerSec / raw4.keysPerSec,
       drainOverReference: vsRef,
+      ...(signed ? { signedOverUnsigned: signed.drain.keysPerSec / pw.drain.keysPerSec } : {}),
     };
     console.log(formatTable(rows));
     console.log(`load average (1/5/15 min) before ${loadBefore.join(' / ')}, after ${loadAfter.join(' / ')} on ${cpus().length} cpus`);
@@ -528,10 +565,12 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
         quick,
         etcdFastElection: true,
         etcdResetBetweenParts: true,
+        signedRun: options.sign === true,
       },
       figures: {
         raw: { inFlight4: raw4, inFlight16: raw16, inFlight16Again: raw16b },
         portwire: pw,
+        ...(signed ? { portwireSigned: signed } : {}),
         reference: ref,
         ratios,
         loadAverage: { before: loadBefore, after: loadAfter },

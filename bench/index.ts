@@ -64,7 +64,7 @@ const SCENARIOS: Scenario[] = [
   {
     name: 'drain',
     about: 'raw etcd txns vs journal + drain vs one put at a time (issue 2)',
-    run: (o) => runDrain({ ports: o.ports, quick: o.quick }),
+    run: (o) => runDrain({ ports: o.ports, quick: o.quick, sign: o.flags.sign === true }),
   },
 ];
 

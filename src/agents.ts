@@ -3,7 +3,9 @@
  * for tests, demos and benchmarks. Each agent holds `state/<host>/alive` on its
  * own lease, rewrites `state/<host>/physnets/` and `state/<host>/ports/` at start,
  * then lists `nodes/<host>/ports/` at a revision R and watches from R+1,
- * confirming each bound port by writing `state/<host>/ports/<port>`.
+ * confirming each bound port by writing `state/<host>/ports/<port>`. With a
+ * `verifyKey`, every binding read must be a compact JWS signed with that key for
+ * that key path (see `jws.ts`); any other value is rejected: reported, not acted on.
  *
  * stopped|killed ─start()─▶ starting ─(alive, physnets, ports/ cleared, listed)─▶ running
  * starting|running ─stop()─▶ stopping ─(lease revoked: alive gone at once)─▶ stopped
@@ -13,11 +15,13 @@
  *          'error' and is retried with backoff; stop() or kill() interrupts the retries.
  */
 import { EventEmitter } from 'node:events';
+import type { KeyObject } from 'node:crypto';
 import type { Etcd3, IKeyValue, IRequestOp, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { createEtcdClient, deadline, ETCD_DEFAULT_MAX_TXN_OPS, prefixEnd, readPrefixAt, type EtcdConnectionOptions } from './etcd.ts';
-import { fromEtcdError, RuntimeStateError, ValidationError, type PortwireError } from './errors.ts';
+import { fromEtcdError, RuntimeStateError, ValidationError, type PortwireError, type SignatureRejection } from './errors.ts';
 import { keyLayout, type KeyLayout } from './keys.ts';
+import { JwsVerifier } from './jws.ts';
 import { roleLogger, silentLogger } from './logger.ts';
 import { validateHost } from './validate.ts';
 
@@ -54,6 +58,12 @@ export interface AgentsOptions {
   now?: () => number;
   /** Random source in [0, 1) for failure draws and jitter. @default Math.random */
   random?: () => number;
+  /**
+   * The controller's Ed25519 public key (PEM or KeyObject): every binding read is
+   * verified as a compact JWS signed with it (see `jws.ts`); a value that does not
+   * verify is not acted on and is reported as `rejected`. @default off (values are plain JSON)
+   */
+  verifyKey?: string | KeyObject;
 }
 
 /** The vpp-style value of `state/<host>/ports/<port>`, keys in this order; `path` only for vhostuser. */
@@ -67,6 +77,11 @@ export interface AgentEvents {
   confirmed: [{ host: string; portId: string; key: string; value: unknown; latencyMs: number; at: number }];
   /** The state key of an unbound port was deleted. */
   removed: [{ host: string; portId: string; key: string; wasConfirmed: boolean }];
+  /**
+   * A binding value that failed verification (only with `verifyKey`): not acted on; a port
+   * already bound keeps its last verified binding.
+   */
+  rejected: [{ host: string; portId: string; key: string; reason: SignatureRejection; detail: string }];
   /** A binding that will not be confirmed. */
   failed: [{ host: string; portId: string; reason: 'failure-draw' | 'invalid-binding' }];
   /** An etcd call failed and will be retried in `retryInMs` (always has a listener: never throws). */
@@ -74,14 +89,16 @@ export interface AgentEvents {
 }
 
 /** Counters of one agent or of all. */
-export interface AgentStats { confirmed: number; failed: number; removed: number; errors: number }
+export interface AgentStats { confirmed: number; failed: number; removed: number; errors: number; rejected: number }
 
 /** An agent's lifecycle state (see the header of `agents.ts`). */
 export type AgentState = 'stopped' | 'starting' | 'running' | 'stopping' | 'killed';
 
 interface Bound { seq: number; modRevision: string; binding: Record<string, unknown> | null; seenAt: number }
 type WriteOp = { kind: 'put'; value: string; seenAt: number } | { kind: 'delete' };
-type Resolved = Required<Omit<AgentsOptions, 'logger' | 'hosts'>> & { hosts: string[]; logger: Logger; callTimeoutMs: number };
+type Resolved = Required<Omit<AgentsOptions, 'logger' | 'hosts' | 'verifyKey'>> & {
+  hosts: string[]; logger: Logger; callTimeoutMs: number; verifier?: JwsVerifier;
+};
 
 const PAGE_SIZE = 5000;
 const REVOKE_ATTEMPTS = 4;
@@ -125,7 +142,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
   private readonly queue = new Map<string, WriteOp>();
   private flushing?: Promise<void>;
   private readonly sleepers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
-  private readonly counters: AgentStats = { confirmed: 0, failed: 0, removed: 0, errors: 0 };
+  private readonly counters: AgentStats = { confirmed: 0, failed: 0, removed: 0, errors: 0, rejected: 0 };
 
   /** @internal use {@link createAgents} */
   constructor(readonly host: string, private readonly client: Etcd3, private readonly o: Resolved) {
@@ -353,7 +370,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
       const portId = this.portOf(kv.key);
       if (!portId) continue;
       seen.add(portId);
-      if (this.bound.get(portId)?.modRevision !== kv.modRevision) this.onBind(portId, kv.value, kv.modRevision);
+      if (this.bound.get(portId)?.modRevision !== kv.modRevision) this.onBind(portId, kv.key, kv.value, kv.modRevision);
     }
     for (const portId of [...this.bound.keys()]) if (!seen.has(portId)) this.onUnbind(portId);
     return revision;
@@ -367,7 +384,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
     const mine = (): boolean => this.watcher === w && e === this.epoch;
     w.on('put', (kv: IKeyValue) => {
       const portId = mine() ? this.portOf(kv.key.toString()) : undefined;
-      if (portId) this.onBind(portId, kv.value, kv.mod_revision);
+      if (portId) this.onBind(portId, kv.key.toString(), kv.value, kv.mod_revision);
     });
     w.on('delete', (kv: IKeyValue) => {
       const portId = mine() ? this.portOf(kv.key.toString()) : undefined;
@@ -384,7 +401,18 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
     });
   }
 
-  private onBind(portId: string, raw: Buffer, modRevision: string): void {
+  private onBind(portId: string, key: string, value: Buffer, modRevision: string): void {
+    let raw = value;
+    if (this.o.verifier) {
+      const v = this.o.verifier.verify(key, value);
+      if (!v.ok) {
+        this.counters.rejected++;
+        this.log.warn({ key, portId, reason: v.reason, detail: v.detail }, 'binding rejected: signature check failed');
+        this.emit('rejected', { host: this.host, portId, key, reason: v.reason, detail: v.detail });
+        return;
+      }
+      raw = v.payload;
+    }
     this.forget(portId);
     const seq = ++this.seq;
     let binding: Record<string, unknown> | null = null;
@@ -519,10 +547,11 @@ function resolve(o: AgentsOptions): Resolved {
     maxTxnOps: num(o.maxTxnOps, 'maxTxnOps', ETCD_DEFAULT_MAX_TXN_OPS, 1, 100_000, true),
     logger: o.logger ?? silentLogger(), now: o.now ?? Date.now, random: o.random ?? Math.random,
     callTimeoutMs: o.etcd.callTimeoutMs ?? 5000,
+    verifier: o.verifyKey === undefined ? undefined : new JwsVerifier(o.verifyKey),
   };
 }
 
-const FORWARDED = ['started', 'stopped', 'confirmed', 'removed', 'failed', 'error'] as const;
+const FORWARDED = ['started', 'stopped', 'confirmed', 'removed', 'failed', 'rejected', 'error'] as const;
 
 /** A set of simulated agents sharing one etcd client; re-emits every agent's events. */
 export class Agents extends EventEmitter<AgentEvents> {
@@ -560,7 +589,7 @@ export class Agents extends EventEmitter<AgentEvents> {
 
   /** Counters summed over the agents. */
   stats(): AgentStats {
-    const sum: AgentStats = { confirmed: 0, failed: 0, removed: 0, errors: 0 };
+    const sum: AgentStats = { confirmed: 0, failed: 0, removed: 0, errors: 0, rejected: 0 };
     for (const s of [...this.byHost.values()].map((a) => a.stats())) for (const k of Object.keys(sum) as (keyof AgentStats)[]) sum[k] += s[k];
     return sum;
   }

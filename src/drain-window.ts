@@ -1,10 +1,11 @@
 /**
  * The pool task that prepares one drain window: it reads journal entries after
  * a cursor straight from LMDB, coalesces them per key (last write wins, every
- * seq of the key kept so all leave the journal together), JSON-encodes the
- * values and cuts the result into txn batches within etcd's op and byte
- * limits. The result is compact columnar data (a few arrays and one buffer),
- * cheap to pass back to the main thread.
+ * seq of the key kept so all leave the journal together), takes the
+ * values' JSON text (signed as a compact JWS when `signing` is given) and
+ * cuts the result into txn batches within etcd's op and byte limits. The
+ * result is compact columnar data (a few arrays and one buffer), cheap to
+ * pass back to the main thread.
  *
  * A prefix delete supersedes the window's earlier entries under its prefix
  * (their seqs join it); a later entry under a prefix deleted in the window
@@ -13,6 +14,7 @@
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { entryFlags, FLAG_DELETE, FLAG_PREFIX, keyEnd, keyStart } from './journal-entry.ts';
+import { signerFor, type JwsSigner, type SigningMaterial } from './jws.ts';
 
 /** Input of the `drainWindow` task. */
 export interface DrainWindowTask {
@@ -29,6 +31,8 @@ export interface DrainWindowTask {
   maxBytes: number;
   /** A single op whose key + value exceeds this is flagged oversize (never sent). */
   maxOpBytes: number;
+  /** When given, every value is sent as a compact JWS (see `jws.ts`); sizes count the signed value. */
+  signing?: SigningMaterial;
 }
 
 /** Op flags in {@link DrainWindow.flags}. */
@@ -166,6 +170,8 @@ function encode(
   let seqTotal = 0;
   let keyTotal = 0;
   let valueTotal = 0;
+  const signer: JwsSigner | undefined = task.signing && signerFor(task.signing);
+  const signed: Buffer[] | undefined = signer && new Array<Buffer>(n);
   let i = 0;
   for (const c of byKey.values()) {
     keys[i] = c.key;
@@ -173,7 +179,10 @@ function encode(
     flags[i] = f & FLAG_PREFIX ? OP_DELETE_PREFIX : f & FLAG_DELETE ? OP_DELETE : OP_PUT;
     const ke = keyEnd(c.raw);
     keyTotal += ke - keyStart;
-    if (flags[i] === OP_PUT) valueTotal += c.raw.length - ke;
+    if (flags[i] === OP_PUT) {
+      if (signed) valueTotal += (signed[i] = signer!.sign(c.key, c.raw.subarray(ke))).length;
+      else valueTotal += c.raw.length - ke;
+    }
     seqTotal += c.seqs.length;
     i++;
   }
@@ -191,7 +200,7 @@ function encode(
     const ke = keyEnd(c.raw);
     ko += c.raw.copy(keyBytes, ko, keyStart, ke);
     keyOffsets[i + 1] = ko;
-    if (flags[i] === OP_PUT) vo += c.raw.copy(values, vo, ke);
+    if (flags[i] === OP_PUT) vo += signed ? signed[i].copy(values, vo) : c.raw.copy(values, vo, ke);
     valueOffsets[i + 1] = vo;
     const size = ke - keyStart + (valueOffsets[i + 1] - valueOffsets[i]) + 16;
     if (size > task.maxOpBytes) flags[i] |= OP_OVERSIZE;

@@ -2,11 +2,13 @@
  * The resync diff, run in a pool worker: etcd's keys at one revision (sent as
  * compact columns) against the desired state — read by the worker straight
  * from the journal's LMDB environment, or given by the host's authoritative
- * source. Keys with waiting journal entries or dead letters are left alone
- * (the forwarder owns them; a dead letter is the operator's).
+ * source (signed first when signing is on). Keys with waiting journal
+ * entries or dead letters are left alone (the forwarder owns them; a dead
+ * letter is the operator's).
  */
 import { dirname } from 'node:path';
 import { Journal } from './journal.ts';
+import { signerFor, type SigningMaterial } from './jws.ts';
 
 /** etcd's keys under the owned prefixes, at one revision. */
 export interface EtcdColumns {
@@ -27,6 +29,12 @@ export interface ResyncDiffTask {
   etcd: EtcdColumns;
   /** the host's authoritative desired state (key → JSON text), replacing the journal's */
   desired?: { keys: string[]; values: string[] };
+  /**
+   * When given, the desired values are signed before the comparison (Ed25519 is
+   * deterministic, so a correctly signed value compares equal byte for byte) and
+   * the repairs carry signed values.
+   */
+  signing?: SigningMaterial;
 }
 
 /** The differences, in key order. */
@@ -72,6 +80,10 @@ function fromSource(desired: { keys: string[]; values: string[] }, owned: (k: st
 export default function resyncDiff(task: ResyncDiffTask): ResyncDiff {
   const owned = (k: string) => task.prefixes.some((p) => k.startsWith(p));
   const { state, unsettled } = task.desired ? fromSource(task.desired, owned) : desiredFromJournal(task.path, task.prefixes);
+  if (task.signing) {
+    const signer = signerFor(task.signing);
+    for (const [k, v] of state) state.set(k, signer.sign(k, v));
+  }
   const isUnsettled = (k: string) =>
     unsettled.keys.has(k) || (unsettled.prefixes.length > 0 && unsettled.prefixes.some((p) => k.startsWith(p)));
 

@@ -20,6 +20,7 @@ import type { Term } from '../machines/election.ts';
 import { etcdElection, type ElectionDeps } from './election.ts';
 import { fencedTxn, readPrefixAt, type Fence, type KeyValue } from './etcd.ts';
 import type { Journal } from './journal.ts';
+import type { SigningMaterial } from './jws.ts';
 import type { KeyLayout } from './keys.ts';
 import type { EtcdColumns, ResyncDiff, ResyncDiffTask } from './resync-diff.ts';
 
@@ -56,6 +57,8 @@ export interface ResyncDeps {
   maxTxnBytes: number;
   source?: DesiredSource;
   now: () => number;
+  /** Sign desired values (see `jws.ts`): an unsigned or forged value in etcd is a difference. @default off */
+  signing?: SigningMaterial;
 }
 
 /** The key prefixes a runtime owns in etcd. */
@@ -151,6 +154,7 @@ export async function resyncOnce(deps: ResyncDeps, fence?: Fence): Promise<Resyn
   const { revision, columns } = await snapshot(deps, prefixes);
   const task: ResyncDiffTask = { kind: 'resyncDiff', path: deps.journal.path, prefixes, etcd: columns };
   if (deps.source) task.desired = await sourceColumns(deps.source);
+  if (deps.signing) task.signing = deps.signing;
   const diff = (await deps.pool.run(task)) as ResyncDiff;
   const emptied = diff.scanned === 0 && diff.missing.keys.length > 0;
   if (emptied) deps.log.warn({ desired: diff.missing.keys.length }, 'etcd holds none of the desired keys: rebuilding');
