@@ -5,6 +5,9 @@
  *      │ error                │ STOP
  *      ▼                      ▼
  *   waiting               resigning ─▶ stopped
+ *      │ etcd refused this identity (credentials, certificate, permission)
+ *      ▼
+ *   refused ──after refusedRetryMs (slow)──▶ campaigning        (`error` says why)
  *
  * While leading, a watchdog expects a successful keepalive (KEEPALIVE_OK from
  * the `keepalive` actor) within `renewDeadlineMs`, shorter than the lease TTL:
@@ -28,12 +31,34 @@ export interface ElectionInput {
   renewDeadlineMs: number;
   /** Wait before campaigning again after a failure or a loss. */
   retryMs: number;
+  /** Wait before campaigning again after etcd refused this identity. @default 5000 */
+  refusedRetryMs?: number;
 }
+
+/** Codes of the errors that mean etcd refused this identity (see `src/errors.ts`). */
+export const REFUSAL_CODES: readonly string[] = ['ETCD_AUTH', 'ETCD_TLS', 'ETCD_PERMISSION'];
+
+/** True when `error` is a refusal: retrying at once would be refused again. */
+export const isRefusal = (error: unknown): boolean => REFUSAL_CODES.includes((error as { code?: string })?.code ?? '');
+
+/** A refusal, as kept in a machine's context (for status and the inspector). */
+export interface RefusalInfo {
+  code: string;
+  message: string;
+}
+
+/** The context form of a refusal error. */
+export const refusalInfo = (error: unknown): RefusalInfo => ({
+  code: String((error as { code?: string })?.code),
+  message: String((error as Error)?.message ?? error),
+});
 
 export interface ElectionContext extends ElectionInput {
   term?: Term;
   failures: number;
   lastError?: string;
+  /** Why etcd refused this identity, while `refused`. */
+  error?: RefusalInfo;
 }
 
 export type ElectionEvent =
@@ -68,9 +93,13 @@ export const electionMachine = setup({
       (_, params: { reason: string }): ElectionNotice => ({ type: 'DEPOSED', reason: params.reason }),
     ),
   },
+  guards: {
+    refused: (_, params: { error: unknown }) => isRefusal(params.error),
+  },
   delays: {
     renewDeadline: ({ context }) => context.renewDeadlineMs,
     retryDelay: ({ context }) => context.retryMs,
+    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? 5000,
   },
 }).createMachine({
   id: 'election',
@@ -83,20 +112,36 @@ export const electionMachine = setup({
         input: ({ context }) => ({ role: context.role }),
         onDone: {
           target: 'leading',
-          actions: assign({ term: ({ event }) => event.output, failures: 0, lastError: undefined }),
+          actions: assign({ term: ({ event }) => event.output, failures: 0, lastError: undefined, error: undefined }),
         },
-        onError: {
-          target: 'waiting',
-          actions: assign({
-            failures: ({ context }) => context.failures + 1,
-            lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
-          }),
-        },
+        onError: [
+          {
+            guard: { type: 'refused', params: ({ event }) => ({ error: event.error }) },
+            target: 'refused',
+            actions: assign({
+              failures: ({ context }) => context.failures + 1,
+              lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+              error: ({ event }) => refusalInfo(event.error),
+            }),
+          },
+          {
+            target: 'waiting',
+            actions: assign({
+              failures: ({ context }) => context.failures + 1,
+              lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+              error: undefined,
+            }),
+          },
+        ],
       },
       on: { STOP: 'stopped' },
     },
     waiting: {
       after: { retryDelay: 'campaigning' },
+      on: { STOP: 'stopped' },
+    },
+    refused: {
+      after: { refusedRetryDelay: 'campaigning' },
       on: { STOP: 'stopped' },
     },
     leading: {

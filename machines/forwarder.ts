@@ -6,12 +6,22 @@
  *    │                        ▼                             │
  *    └──DEPOSED──────── leader.backoff ──after backoff──────┘
  *                  leader.fenced (etcd refused the fence: asks the election to step down)
+ *                  leader.refused (etcd refused this identity: `error` says why; drains again
+ *                                  after refusedRetryMs, slow and bounded; KICKs wait for it)
  *
  * A KICK while draining is remembered and drains again at once. The election
  * is a child (`election`); STOP resigns it and ends in `stopped`.
  */
 import { assign, sendTo, setup, fromPromise } from 'xstate';
-import { electionMachine, type ElectionInput, type ElectionNotice, type Term } from './election.ts';
+import {
+  electionMachine,
+  isRefusal,
+  refusalInfo,
+  type ElectionInput,
+  type ElectionNotice,
+  type RefusalInfo,
+  type Term,
+} from './election.ts';
 
 /** Input of the forwarder machine. */
 export interface ForwarderInput {
@@ -21,6 +31,8 @@ export interface ForwarderInput {
   /** First backoff after etcd was unavailable (doubles, up to backoffMaxMs). */
   backoffBaseMs: number;
   backoffMaxMs: number;
+  /** Wait before draining again after etcd refused this identity. @default 5000 */
+  refusedRetryMs?: number;
 }
 
 /** What one drain reports (see `src/drainer.ts`). */
@@ -38,6 +50,8 @@ export interface ForwarderContext extends ForwarderInput {
   lastError?: string;
   drains: number;
   keys: number;
+  /** Why etcd refused the last drain, while `leader.refused`. */
+  error?: RefusalInfo;
 }
 
 export type ForwarderEvent = ElectionNotice | { type: 'KICK' } | { type: 'STOP' };
@@ -60,11 +74,13 @@ export const forwarderMachine = setup({
   guards: {
     kicked: ({ context }) => context.kicked,
     notLeader: (_, params: { error: unknown }) => isNotLeader(params.error),
+    refused: (_, params: { error: unknown }) => isRefusal(params.error),
   },
   delays: {
     idleDelay: ({ context }) => Math.min(context.pollIntervalMs, context.retryInMs ?? Infinity),
     backoffDelay: ({ context }) =>
       Math.min(context.backoffMaxMs, context.backoffBaseMs * 2 ** Math.max(0, context.failures - 1)),
+    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? 5000,
   },
 }).createMachine({
   id: 'forwarder',
@@ -101,6 +117,7 @@ export const forwarderMachine = setup({
                 reenter: true,
                 actions: assign({
                   failures: 0,
+                  error: undefined,
                   drains: ({ context }) => context.drains + 1,
                   keys: ({ context, event }) => context.keys + event.output.keys,
                 }),
@@ -109,6 +126,7 @@ export const forwarderMachine = setup({
                 target: 'idle',
                 actions: assign({
                   failures: 0,
+                  error: undefined,
                   retryInMs: ({ event }) => event.output.retryInMs,
                   drains: ({ context }) => context.drains + 1,
                   keys: ({ context, event }) => context.keys + event.output.keys,
@@ -119,6 +137,15 @@ export const forwarderMachine = setup({
               {
                 guard: { type: 'notLeader', params: ({ event }) => ({ error: event.error }) },
                 target: 'fenced',
+              },
+              {
+                guard: { type: 'refused', params: ({ event }) => ({ error: event.error }) },
+                target: 'refused',
+                actions: assign({
+                  failures: ({ context }) => context.failures + 1,
+                  lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+                  error: ({ event }) => refusalInfo(event.error),
+                }),
               },
               {
                 target: 'backoff',
@@ -137,6 +164,9 @@ export const forwarderMachine = setup({
         },
         backoff: {
           after: { backoffDelay: 'draining' },
+        },
+        refused: {
+          after: { refusedRetryDelay: 'draining' },
         },
         fenced: {
           entry: sendTo('election', { type: 'STEP_DOWN', reason: 'etcd refused the fence' }),

@@ -12,7 +12,15 @@
  * child (`election`); STOP resigns it and ends in `stopped`.
  */
 import { assign, sendTo, setup, fromPromise } from 'xstate';
-import { electionMachine, type ElectionInput, type ElectionNotice, type Term } from './election.ts';
+import {
+  electionMachine,
+  isRefusal,
+  refusalInfo,
+  type ElectionInput,
+  type ElectionNotice,
+  type RefusalInfo,
+  type Term,
+} from './election.ts';
 
 /** Input of the resync machine. */
 export interface ResyncInput {
@@ -37,6 +45,8 @@ export interface ResyncContext extends ResyncInput {
   runs: number;
   lastReport?: ResyncOutput;
   lastError?: string;
+  /** Why etcd refused the last run (credentials, certificate, permission); cleared by a run that succeeds. */
+  error?: RefusalInfo;
 }
 
 export type ResyncEvent = ElectionNotice | { type: 'RUN' } | { type: 'STOP' };
@@ -93,7 +103,11 @@ export const resyncMachine = setup({
               },
               {
                 target: 'waiting',
-                actions: assign({ runs: ({ context }) => context.runs + 1, lastReport: ({ event }) => event.output }),
+                actions: assign({
+                  runs: ({ context }) => context.runs + 1,
+                  lastReport: ({ event }) => event.output,
+                  error: undefined,
+                }),
               },
             ],
             onError: [
@@ -103,7 +117,10 @@ export const resyncMachine = setup({
               },
               {
                 target: 'waiting',
-                actions: assign({ lastError: ({ event }) => String((event.error as Error)?.message ?? event.error) }),
+                actions: assign({
+                  lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+                  error: ({ event }) => (isRefusal(event.error) ? refusalInfo(event.error) : undefined),
+                }),
               },
             ],
           },

@@ -10,6 +10,8 @@
  *               ▲      │ FAULT                 │ FAULT
  *               │      ▼                       ▼
  *               └── backoff (after backoffDelay, growing with failures) ◀┘
+ *               └── refused (a FAULT whose `code` is a refusal: etcd refused this
+ *                   identity; `error` says why; after refusedRetryMs, slow and bounded)
  *
  * The stream is a consistent list at one revision, then a watch from the
  * next; a compacted, broken or silent watch ends it with FAULT and it lists
@@ -18,7 +20,14 @@
  * leaving it runs `follow`. The election is a child (`election`); STOP resigns.
  */
 import { assign, sendTo, setup, fromCallback, type EventObject } from 'xstate';
-import { electionMachine, type ElectionInput, type ElectionNotice, type Term } from './election.ts';
+import {
+  electionMachine,
+  REFUSAL_CODES,
+  type ElectionInput,
+  type ElectionNotice,
+  type RefusalInfo,
+  type Term,
+} from './election.ts';
 
 /** Input of the return-watcher machine. */
 export interface ReturnWatcherInput {
@@ -26,12 +35,18 @@ export interface ReturnWatcherInput {
   /** First relist delay after a fault (doubles per consecutive fault, up to backoffMaxMs). */
   backoffBaseMs: number;
   backoffMaxMs: number;
+  /** Wait before listing again after etcd refused this identity. @default 5000 */
+  refusedRetryMs?: number;
 }
 
 /** Why the last stream ended. */
 export interface StreamFault {
   reason: string;
   detail?: string;
+  /** The portwire error code of the failure, when known (e.g. `ETCD_PERMISSION`). */
+  code?: string;
+  /** Its message, when known. */
+  error?: string;
 }
 
 export interface ReturnWatcherContext extends ReturnWatcherInput {
@@ -41,6 +56,8 @@ export interface ReturnWatcherContext extends ReturnWatcherInput {
   lists: number;
   revision?: number;
   lastFault?: StreamFault;
+  /** Why etcd refused the stream, while `stream.refused`. */
+  error?: RefusalInfo;
 }
 
 export type ReturnWatcherEvent =
@@ -66,9 +83,13 @@ export const returnWatcherMachine = setup({
     lead: (_, _params: { term: Term }) => undefined,
     follow: () => undefined,
   },
+  guards: {
+    refusedFault: (_, params: { fault: StreamFault }) => REFUSAL_CODES.includes(params.fault.code ?? ''),
+  },
   delays: {
     backoffDelay: ({ context }) =>
       Math.min(context.backoffMaxMs, context.backoffBaseMs * 2 ** Math.max(0, context.failures - 1)),
+    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? 5000,
   },
 }).createMachine({
   id: 'return-watcher',
@@ -111,6 +132,7 @@ export const returnWatcherMachine = setup({
                       target: 'watching',
                       actions: assign({
                         failures: 0,
+                        error: undefined,
                         lists: ({ context }) => context.lists + 1,
                         revision: ({ event }) => event.revision,
                       }),
@@ -120,17 +142,31 @@ export const returnWatcherMachine = setup({
                 watching: {},
               },
               on: {
-                FAULT: {
-                  target: 'backoff',
-                  actions: assign({
-                    failures: ({ context }) => context.failures + 1,
-                    lastFault: ({ event }) => event.fault,
-                  }),
-                },
+                FAULT: [
+                  {
+                    guard: { type: 'refusedFault', params: ({ event }) => ({ fault: event.fault }) },
+                    target: 'refused',
+                    actions: assign({
+                      failures: ({ context }) => context.failures + 1,
+                      lastFault: ({ event }) => event.fault,
+                      error: ({ event }) => ({ code: event.fault.code!, message: event.fault.error ?? event.fault.reason }),
+                    }),
+                  },
+                  {
+                    target: 'backoff',
+                    actions: assign({
+                      failures: ({ context }) => context.failures + 1,
+                      lastFault: ({ event }) => event.fault,
+                    }),
+                  },
+                ],
               },
             },
             backoff: {
               after: { backoffDelay: 'syncing' },
+            },
+            refused: {
+              after: { refusedRetryDelay: 'syncing' },
             },
           },
         },

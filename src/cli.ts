@@ -6,7 +6,7 @@
  *
  * Run as `portwire <command>` (src/bin.mjs) or `tsx src/cli.ts <command>`.
  */
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -19,6 +19,7 @@ import { RESYNC_ROLE, type ResyncReport } from './resync.ts';
 import { createRuntime, type Runtime } from './runtime.ts';
 import { machines } from '../machines/index.ts';
 import { machineToJson, machineToMermaid } from './machine-export.ts';
+import { etcdctlCommands } from './etcd-roles.ts';
 
 /** Where a command writes. */
 export interface CliIo {
@@ -114,6 +115,28 @@ function etcdFlag(values: Values, env: NodeJS.ProcessEnv = process.env): string[
   return list.length > 0 ? list : undefined;
 }
 
+/** The PEM text of the key file named by `--<flag>`, or undefined when the flag is absent. */
+function keyFileFlag(values: Values, flag: string): string | undefined {
+  const file = str(values, flag);
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** `--signing-key` and `--key-id` as the runtime's `signing` option. */
+function signingFlags(values: Values): { privateKey: string; keyId?: string } | undefined {
+  const privateKey = keyFileFlag(values, 'signing-key');
+  const keyId = str(values, 'key-id');
+  if (privateKey === undefined) {
+    if (keyId !== undefined) throw new UsageError('--key-id needs --signing-key');
+    return undefined;
+  }
+  return keyId === undefined ? { privateKey } : { privateKey, keyId };
+}
+
 function prefixFlag(values: Values): string | undefined {
   const prefix = str(values, 'prefix');
   if (prefix !== undefined && !prefix.startsWith('/')) throw new UsageError("--prefix must start with '/'");
@@ -199,6 +222,7 @@ export const COMMANDS: Record<string, Command> = {
       etcd: { type: 'string', arg: 'URL,...', help: "etcd to use (default $ETCD_ENDPOINTS, else 'http://127.0.0.1:2379')" },
       prefix: { type: 'string', arg: 'P', help: "key prefix (default '/networking-vpp')" },
       'exit-after': { type: 'string', arg: 'MS', help: 'stop by itself after MS (default: run until SIGINT/SIGTERM)' },
+      'verify-key': { type: 'string', arg: 'FILE', help: "controller's Ed25519 public key (PEM): reject bindings not signed with it (default: no check)" },
     },
     async run(values, _p, io) {
       const hostsRaw = str(values, 'hosts') ?? '3';
@@ -223,7 +247,9 @@ export const COMMANDS: Record<string, Command> = {
         failureRate,
         style,
         aliveTtlSec: int(values, 'ttl', 10, 1, 1_000_000),
+        verifyKey: keyFileFlag(values, 'verify-key'),
       });
+      agents.on('rejected', (e) => io.stderr.write(`portwire agents: ${e.host}: rejected ${e.key} (${e.reason}): ${e.detail}\n`));
       agents.on('error', (e) => io.stderr.write(`portwire agents: ${e.host}: ${e.op} failed, retrying in ${e.retryInMs} ms: ${e.error.message}\n`));
       let finish = (_why: string): void => {};
       const finished = new Promise<string>((res) => (finish = res));
@@ -245,7 +271,7 @@ export const COMMANDS: Record<string, Command> = {
         await agents.stop();
       }
       const s = agents.stats();
-      io.stdout.write(`agents stopped: confirmed ${s.confirmed}, failed ${s.failed}, removed ${s.removed}, errors ${s.errors}\n`);
+      io.stdout.write(`agents stopped: confirmed ${s.confirmed}, failed ${s.failed}, removed ${s.removed}, errors ${s.errors}${values['verify-key'] === undefined ? '' : `, rejected ${s.rejected}`}\n`);
       if (!started) io.stderr.write('portwire: the agents stopped before they could start (is etcd reachable?)\n');
       return started ? 0 : 1;
     },
@@ -262,10 +288,13 @@ export const COMMANDS: Record<string, Command> = {
       verbose: { type: 'boolean', short: 'v', help: 'log at info level (default warn)' },
       inspect: { type: 'boolean', help: 'serve the inspector (live visualizer) on 127.0.0.1 while the demo runs; prints its URL' },
       'inspect-port': { type: 'string', arg: 'N', help: 'TCP port of the inspector (default any free port; implies --inspect)' },
+      secure: { type: 'boolean', help: 'managed etcd with TLS (client certificates) and auth; least-privilege users for the runtime and each agent' },
+      sign: { type: 'boolean', help: 'sign every value with a fresh Ed25519 key; the agents verify them and report rejections' },
     },
     async run(values) {
       const etcd = str(values, 'etcd')?.split(',').map((s) => s.trim()).filter(Boolean);
       if (etcd && etcd.length === 0) throw new UsageError('--etcd needs at least one URL');
+      if (values.secure === true && etcd) throw new UsageError('--secure cannot be combined with --etcd: the demo secures only the etcd it starts');
       const prefix = str(values, 'prefix');
       if (prefix !== undefined && !prefix.startsWith('/')) throw new UsageError("--prefix must start with '/'");
       const inspectPort = values['inspect-port'] === undefined ? undefined : int(values, 'inspect-port', 0, 0, 65535);
@@ -278,6 +307,8 @@ export const COMMANDS: Record<string, Command> = {
         prefix,
         verbose: values.verbose === true,
         inspect: values.inspect === true || inspectPort !== undefined ? { port: inspectPort } : undefined,
+        secure: values.secure === true,
+        sign: values.sign === true,
       });
       return 0;
     },
@@ -325,6 +356,24 @@ export const COMMANDS: Record<string, Command> = {
       return 0;
     },
   },
+  'etcd-roles': {
+    summary: 'print the etcdctl commands creating the least-privilege etcd roles and users',
+    flags: {
+      prefix: { type: 'string', arg: 'P', help: 'key prefix (default /networking-vpp)' },
+      hosts: { type: 'string', arg: 'H,H…', help: 'agent hosts: one role and user each' },
+      'controller-user': { type: 'string', arg: 'U', help: 'the controller user (default portwire)' },
+    },
+    async run(values, _p, io) {
+      const hosts = (str(values, 'hosts') ?? '').split(',').map((h) => h.trim()).filter(Boolean);
+      const lines = etcdctlCommands({
+        prefix: prefixFlag(values),
+        controller: { user: str(values, 'controller-user') ?? 'portwire', password: '' },
+        agents: hosts.map((host) => ({ host, user: `portwire-agent-${host}`, password: '' })),
+      });
+      io.stdout.write(`${lines.join('\n')}\n`);
+      return 0;
+    },
+  },
   machines: {
     summary: 'export every statechart (for docs and reviews)',
     positionals: '[NAME...]',
@@ -352,6 +401,8 @@ export const COMMANDS: Record<string, Command> = {
       prefix: { type: 'string', arg: 'P', help: `key prefix (default '${resolveOptions().prefix}')` },
       json: { type: 'boolean', help: 'print the report as JSON' },
       'timeout-ms': { type: 'string', arg: 'N', help: 'how long to wait to lead the resync role (default 30000)' },
+      'signing-key': { type: 'string', arg: 'FILE', help: 'Ed25519 private key (PEM) the controller signs with: compare and repair signed values' },
+      'key-id': { type: 'string', arg: 'ID', help: 'the kid written with --signing-key (as configured in the controller)' },
     },
     async run(values, _p, io) {
       const dryRun = values['dry-run'] === true;
@@ -365,6 +416,7 @@ export const COMMANDS: Record<string, Command> = {
         etcd: endpoints ? { endpoints } : undefined,
         forwarder: false,
         resync: { enabled: !dryRun, intervalMs: 24 * 3600 * 1000 },
+        signing: signingFlags(values),
       });
       // listen before start(), so that an election won during it is not missed
       const lead = dryRun ? undefined : leadership(rt, timeoutMs);

@@ -5,21 +5,26 @@
  * realistic port binds across the hosts with a progress bar, a wait for the
  * drain and for the agents' confirmations (bind → active latency, from the
  * bind call to the runtime's `portBound`), and a summary. Then it stays up
- * until SIGINT/SIGTERM (or stops at once with `exit`).
+ * until SIGINT/SIGTERM (or stops at once with `exit`). With `secure`, the
+ * managed etcd runs with TLS and authentication and every process connects as
+ * its own least-privilege user (see `demo-secure.ts`); with `sign`, the
+ * runtime signs every value and the agents verify them.
  *
  * starting ──▶ binding ──▶ draining ──▶ activating ──▶ summary ──▶ (idle until signal) ──▶ stopping ──▶ done
  *     └───────────── signal or error at any step ─────────────────────────────────────────▶ stopping
  *
  * Whatever was started is stopped on every path: runtime (and its inspector),
- * agents, managed etcd, temporary data directory.
+ * agents, managed etcd, temporary directory (data and PKI).
  */
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createAgents, type Agents } from './agents.ts';
-import { TimeoutError } from './errors.ts';
+import { startSecureDemoEtcd, type SecureDemoEtcd } from './demo-secure.ts';
+import { TimeoutError, ValidationError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import { startManagedEtcd, type ManagedEtcd } from './managed-etcd.ts';
 import { createProgress, type Progress, type ProgressStream } from './progress.ts';
@@ -51,6 +56,16 @@ export interface DemoOptions {
   };
   /** Where the progress bar and summary go. @default process.stdout */
   out?: ProgressStream;
+  /**
+   * Start the managed etcd with TLS (client certificates required) and
+   * authentication, from a PKI in the temporary directory; the runtime and
+   * each host's agent connect as users of their own with the least-privilege
+   * roles. Always a managed etcd (`ETCD_ENDPOINTS` is ignored).
+   * @default false
+   */
+  secure?: boolean;
+  /** Sign every value with a fresh Ed25519 key; the agents verify them. @default false */
+  sign?: boolean;
 }
 
 /** What the demo measured. */
@@ -75,6 +90,10 @@ export interface DemoSummary {
   /** The inspector's URL, when it runs. */
   inspectorUrl?: string;
   etcd: { endpoints: string[]; managedPid?: number };
+  /** With `secure`: TLS (client certificates required) and authentication on; the runtime's etcd user. */
+  security?: { tls: true; auth: true; controllerUser: string };
+  /** With `sign`: binding values the agents rejected (none unless someone else wrote one). */
+  signing?: { rejected: number };
   dataDir: string;
 }
 
@@ -333,6 +352,10 @@ export function formatSummary(s: DemoSummary): string[] {
     `  dead letters     ${s.deadLetters}`,
     ...(s.inspectorUrl ? [`  inspector        ${s.inspectorUrl}`] : []),
     `  etcd             ${etcd}`,
+    ...(s.security
+      ? [`  etcd security    TLS (client certificates required), auth on; controller user ${s.security.controllerUser}, one agent user per host`]
+      : []),
+    ...(s.signing ? [`  signed values    Ed25519; agents rejected ${s.signing.rejected}`] : []),
     `  data dir         ${s.dataDir}`,
   ];
 }
@@ -354,11 +377,17 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const total = options.ports ?? DEMO_DEFAULTS.ports;
   const hosts = options.hosts ?? DEMO_DEFAULTS.hosts;
   const out = options.out ?? process.stdout;
+  if (options.secure && options.etcd) {
+    throw new ValidationError('secure', 'cannot be combined with etcd: the demo secures only an etcd it starts');
+  }
   const log = createLogger({ pretty: true, level: options.verbose ? 'info' : 'warn' });
-  const given = options.etcd ?? envEndpoints();
+  const given = options.secure ? undefined : (options.etcd ?? envEndpoints());
+  const hostNames = Array.from({ length: hosts }, (_, h) => hostName(h));
+  const keys = options.sign ? generateKeyPairSync('ed25519') : undefined;
   let tempDir: string | undefined;
   let etcd: ManagedEtcd | undefined;
-  let agents: Agents | undefined;
+  let secure: SecureDemoEtcd | undefined;
+  const agents: Agents[] = [];
   let rt: Runtime | undefined;
   const signals = watchSignals(log, () => tempDir && rmSync(tempDir, { recursive: true, force: true }));
   let interrupted = false;
@@ -368,21 +397,35 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   });
 
   try {
-    tempDir = options.dataDir ? undefined : await mkdtemp(join(tmpdir(), 'portwire-demo-'));
+    tempDir = options.dataDir && !options.secure ? undefined : await mkdtemp(join(tmpdir(), 'portwire-demo-'));
     const dataDir = options.dataDir ?? (tempDir as string);
-    if (!given) etcd = await startManagedEtcd({ logger: log.child({ role: 'etcd' }) });
+    const prefix = options.prefix ?? (given ? '/portwire-demo' : '/networking-vpp');
+    if (options.secure) {
+      const pkiDir = join(tempDir as string, 'etcd-pki');
+      // a signal kills the managed etcd under the setup: its failure is then no error
+      secure = await startSecureDemoEtcd({ pkiDir, hosts: hostNames, prefix, logger: log }).catch((err: unknown) => {
+        if (interrupted) return undefined;
+        throw err;
+      });
+      etcd = secure?.etcd;
+    } else if (!given) etcd = await startManagedEtcd({ logger: log.child({ role: 'etcd' }) });
     if (interrupted) return { interrupted };
     const endpoints = given ?? (etcd as ManagedEtcd).endpoints;
-    const prefix = options.prefix ?? (given ? '/portwire-demo' : '/networking-vpp');
-    agents = createAgents({ etcd: { endpoints }, prefix, hosts: Array.from({ length: hosts }, (_, h) => hostName(h)), logger: log });
-    await Promise.race([agents.start(), stop]);
+    const verifyKey: KeyObject | undefined = keys?.publicKey;
+    // with auth, one agent set (one client, one identity) per host
+    for (const group of secure ? hostNames.map((h) => [h]) : [hostNames]) {
+      const conn = secure ? secure.agent(group[0]) : { endpoints };
+      agents.push(createAgents({ etcd: conn, prefix, hosts: group, logger: log, verifyKey }));
+    }
+    await Promise.race([Promise.all(agents.map((a) => a.start())), stop]);
     if (interrupted) return { interrupted };
     rt = createRuntime({
-      etcd: { endpoints },
+      etcd: secure ? secure.controller : { endpoints },
       dataDir,
       prefix,
       logger: log,
       inspector: options.inspect ? { port: options.inspect.port ?? 0 } : undefined,
+      signing: keys ? { privateKey: keys.privateKey } : undefined,
     });
     rt.on('error', (err) => log.error({ err }, 'role crashed, restarting'));
     // bind → active: from each bind call to the runtime's portBound for that port
@@ -440,7 +483,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       hostsAlive: rt.aliveHosts().length,
       inspectorUrl: rt.inspectorUrl,
       etcd: { endpoints, managedPid: etcd?.pid },
-      dataDir: tempDir ? `${dataDir} (temporary, removed on stop)` : dataDir,
+      security: secure ? { tls: true, auth: true, controllerUser: secure.controllerUser } : undefined,
+      signing: keys ? { rejected: agents.reduce((n, a) => n + a.stats().rejected, 0) } : undefined,
+      dataDir: tempDir && !options.dataDir ? `${dataDir} (temporary, removed on stop)` : dataDir,
     };
     out.write(`${formatSummary(summary).join('\n')}\n`);
     if (!options.exit) {
@@ -462,7 +507,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
 /** What {@link cleanup} stops. */
 interface Started {
   rt?: Runtime;
-  agents?: Agents;
+  agents: Agents[];
   etcd?: ManagedEtcd;
   tempDir?: string;
   etcdGone: boolean;
@@ -478,7 +523,7 @@ async function killAgents(agents: Agents): Promise<void> {
 async function cleanup(log: Logger, { rt, agents, etcd, tempDir, etcdGone }: Started): Promise<void> {
   const steps: [string, (() => Promise<unknown>) | undefined][] = [
     ['runtime', rt && (() => rt.stop())],
-    ['agents', agents && (() => (etcdGone ? killAgents(agents) : agents.stop()))],
+    ['agents', agents.length > 0 ? () => Promise.all(agents.map((a) => (etcdGone ? killAgents(a) : a.stop()))) : undefined],
     ['etcd', etcd && (() => etcd.stop())],
     ['data dir', tempDir ? () => rm(tempDir, { recursive: true, force: true }) : undefined],
   ];

@@ -18,10 +18,11 @@
 import type { Etcd3, IRequestOp } from 'etcd3';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { EtcdRejectedError, NotLeaderError, PortwireError } from './errors.ts';
-import { fencedTxn, prefixEnd, type Fence } from './etcd.ts';
+import { EtcdRejectedError, EtcdUnavailableError, NotLeaderError, PortwireError } from './errors.ts';
+import { fencedTxn, prefixEnd, renewEpoch, type Fence } from './etcd.ts';
 import type { Journal } from './journal.ts';
 import type { AppliedTask } from './apply-applied.ts';
+import type { SigningMaterial } from './jws.ts';
 
 /** Acknowledged entries recorded in one transaction (see `recordApplied`). */
 const APPLIED_FLUSH_ENTRIES = 65536;
@@ -97,6 +98,8 @@ export interface DrainerDeps {
   now: () => number;
   random: () => number;
   onEvent?: (event: DrainEvent) => void;
+  /** Sign every value written (see `jws.ts`). @default off */
+  signing?: SigningMaterial;
 }
 
 /** Drains the journal into etcd under a fence. See the module comment. */
@@ -104,6 +107,10 @@ export class Drainer {
   private cursor = 0;
   private claimed: string | undefined;
   private readonly deferred = new Map<string, Deferred>();
+  /** Mod revision of the election key this term's txns are fenced on; renewed after an unknown outcome. */
+  private epoch: string | undefined;
+  /** Recordings of acknowledged entries, one after another, outliving the run that queued them. */
+  private readonly recorder: Recorder = { chain: Promise.resolve(), error: undefined };
 
   constructor(private readonly deps: DrainerDeps) {}
 
@@ -125,16 +132,33 @@ export class Drainer {
    */
   async drain(fence: Fence, signal?: AbortSignal): Promise<DrainResult> {
     if (fence.token !== this.claimed) {
-      // a new term: claim the journal's head, then start from it
+      // a new term: the last term's recordings land (or are refused) first, then claim the journal's head
+      await this.idle();
+      this.recorder.error = undefined;
       this.reset();
       await this.deps.journal.claimDrain(fence.token);
       this.claimed = fence.token;
+      this.epoch = undefined;
     }
-    const run = new DrainRun(this.deps, fence, this.deferred, signal);
+    if (this.recorder.error !== undefined) {
+      // a recording of this term was refused: the journal was claimed by a newer term
+      await this.idle();
+      const err = this.recorder.error;
+      this.recorder.error = undefined;
+      this.cursor = 0;
+      throw err;
+    }
+    // txns of an earlier run whose outcome is unknown may still land: a new epoch fences them out
+    this.epoch ??= await renewEpoch(this.deps.client, fence, this.deps.limits.callTimeoutMs);
+    const run = new DrainRun(this.deps, { ...fence, epoch: this.epoch }, this.deferred, this.recorder, signal);
     try {
       this.cursor = await run.execute(this.cursor);
     } catch (err) {
+      // the next run reads from the head again: what was acknowledged must have left the journal by then,
+      // or a window cut between two acknowledged values of a key would send the older one again
+      await this.idle();
       this.cursor = 0;
+      if (err instanceof EtcdUnavailableError) this.epoch = undefined;
       throw err;
     }
     let retryInMs: number | undefined;
@@ -144,6 +168,23 @@ export class Drainer {
     }
     return { keys: run.keys, entries: run.entries, retryInMs };
   }
+
+  /** Resolves once every recording queued so far has landed or been refused. */
+  idle(): Promise<void> {
+    return this.recorder.chain;
+  }
+}
+
+/**
+ * The recordings of acknowledged entries (`applied` pool tasks), chained: one
+ * lands before the next starts, so a key's applied value never goes back to an
+ * older one. A drain returns without waiting for its last recording (the next
+ * window starts one journal fsync earlier); its entries stay in the journal,
+ * past the cursor, until it lands. A refusal is kept in `error`.
+ */
+interface Recorder {
+  chain: Promise<void>;
+  error: unknown;
 }
 
 class DrainRun {
@@ -153,7 +194,6 @@ class DrainRun {
   /** acknowledged ops not yet recorded in the journal, and their entry count */
   private acked: number[][] = [];
   private ackedEntries = 0;
-  private readonly flushes = new Set<Promise<unknown>>();
   private readonly inflight = new Set<Promise<void>>();
   private windowSize = 256;
   private readonly locks = new Map<string, Promise<void>>();
@@ -163,6 +203,7 @@ class DrainRun {
     private readonly deps: DrainerDeps,
     private readonly fence: Fence,
     private readonly deferred: Map<string, Deferred>,
+    private readonly recorder: Recorder,
     private readonly signal?: AbortSignal,
   ) {}
 
@@ -178,7 +219,6 @@ class DrainRun {
     }
     await Promise.all(this.inflight);
     this.flushApplied();
-    await Promise.all(this.flushes);
     if (this.error) throw this.error;
     if (this.signal?.aborted) throw new PortwireError('drain aborted');
     return cursor;
@@ -201,6 +241,7 @@ class DrainRun {
       maxBytes: Math.min(limits.maxTxnBytes, limits.maxRequestBytes - 1024),
       maxOpBytes: limits.maxRequestBytes - 512,
     };
+    if (this.deps.signing) task.signing = this.deps.signing;
     return (await pool.run(task)) as DrainWindow;
   }
 
@@ -364,18 +405,19 @@ class DrainRun {
     this.acked = [];
     this.ackedEntries = 0;
     const task: AppliedTask = { kind: 'applied', path: this.deps.journal.path, token: this.fence.token, seqs, seqOffsets };
-    const p: Promise<unknown> = this.deps.pool.run(task).then(
-      (res) => {
-        this.flushes.delete(p);
-        if (!(res as { ok: boolean }).ok) this.error ??= new NotLeaderError('the journal was claimed by a newer term');
-        else this.deps.onEvent?.({ type: 'recorded', entries: seqs.length });
-      },
-      (err: unknown) => {
-        this.flushes.delete(p);
-        this.error ??= err;
-      },
+    const refused = (err: unknown) => {
+      this.error ??= err;
+      this.recorder.error ??= err;
+    };
+    this.recorder.chain = this.recorder.chain.then(() =>
+      this.deps.pool.run(task).then(
+        (res) => {
+          if (!(res as { ok: boolean }).ok) refused(new NotLeaderError('the journal was claimed by a newer term'));
+          else this.deps.onEvent?.({ type: 'recorded', entries: seqs.length });
+        },
+        refused,
+      ),
     );
-    this.flushes.add(p);
   }
 
   private async failEntry(op: Op, error: string): Promise<void> {

@@ -98,7 +98,7 @@ export function etcdElection(deps: ElectionDeps) {
         await keyDeleted(client, key.toString(), res.header.revision, deps.ttlMs, signal);
       } catch (err) {
         if (leaseId) client.leaseClient.leaseRevoke({ ID: leaseId }).catch(() => undefined);
-        throw fromEtcdError(err);
+        throw fromEtcdError(err, { access: 'write', range: key.toString() });
       }
     }
   });

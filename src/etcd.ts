@@ -4,13 +4,8 @@
  * portwire errors (see `errors.ts`).
  */
 import { Etcd3, type IOptions, type IRequestOp, type ITxnResponse } from 'etcd3';
-import {
-  circuitBreaker,
-  ConsecutiveBreaker,
-  handleWhen,
-  noop,
-  retry,
-} from 'cockatiel';
+import { handleWhen, noop, retry } from 'cockatiel';
+import { hostSkipPolicy } from './etcd-host-policy.ts';
 import { fromEtcdError, NotLeaderError } from './errors.ts';
 
 /** How portwire connects to etcd. */
@@ -37,7 +32,20 @@ export interface Fence {
   key: string;
   /** Create revision of our election key (the leadership term's token). */
   token: string;
+  /**
+   * Mod revision of our election key when set (see {@link renewEpoch}): the
+   * txn is then refused once the key was touched again, which a late txn of
+   * an earlier epoch of the same term cannot survive.
+   */
+  epoch?: string;
 }
+
+/**
+ * The name under the election directory of the key {@link probeMaxTxnOps}
+ * reads (never written): `<prefix>/election/max-txn-ops-probe`, readable by
+ * the controller's etcd role.
+ */
+export const TXN_OPS_PROBE = 'max-txn-ops-probe';
 
 /** etcd's default `--max-txn-ops`. */
 export const ETCD_DEFAULT_MAX_TXN_OPS = 128;
@@ -46,8 +54,10 @@ const isRecoverable = (err: Error): boolean => fromEtcdError(err).recoverable;
 
 /**
  * Creates an etcd client: a large gRPC receive limit (catch-up watches and
- * pages must not loop on the 4 MiB default), a short per-host circuit breaker
- * and one fail-over retry across members (none with a single member).
+ * pages must not loop on the 4 MiB default), a member skipped for 250 ms after
+ * 3 failures in a row (see `etcd-host-policy.ts`: not cockatiel's circuit
+ * breaker, which can hang for good under authentication) and one fail-over
+ * retry across members (none with a single member).
  */
 export function createEtcdClient(options: EtcdConnectionOptions = {}): Etcd3 {
   const endpoints = options.endpoints ?? ['http://127.0.0.1:2379'];
@@ -62,16 +72,13 @@ export function createEtcdClient(options: EtcdConnectionOptions = {}): Etcd3 {
       'grpc.keepalive_timeout_ms': 5_000,
     },
     faultHandling: {
-      host: () =>
-        circuitBreaker(handleWhen(isRecoverable), {
-          halfOpenAfter: 250,
-          breaker: new ConsecutiveBreaker(3),
-        }),
+      host: (host) => hostSkipPolicy({ host, failures: 3, skipMs: 250, isRecoverable }),
       global:
         hosts.length > 1 ? retry(handleWhen(isRecoverable), { maxAttempts: 1 }) : noop,
     },
   };
-  if (options.auth) config.auth = { ...options.auth };
+  // the password-to-token exchange has no deadline of its own: a paused member would hang every call
+  if (options.auth) config.auth = { ...options.auth, callOptions: () => deadline(options.callTimeoutMs ?? 5000) };
   if (options.tls) {
     config.credentials = {
       rootCertificate: options.tls.ca,
@@ -105,6 +112,7 @@ export function prefixEnd(prefix: Buffer): Buffer {
  * @throws NotLeaderError when etcd refused the compare (we no longer lead)
  * @throws EtcdUnavailableError on timeout or lost connection (unknown outcome)
  * @throws EtcdRejectedError when etcd refused the request itself (size, ops)
+ * @throws EtcdPermissionError when this identity may not write one of the keys
  */
 export async function fencedTxn(
   client: Etcd3,
@@ -118,12 +126,9 @@ export async function fencedTxn(
     res = await client.kv.txn(
       {
         compare: [
-          {
-            key: Buffer.from(fence.key),
-            result: 'Equal',
-            target: 'Create',
-            create_revision: fence.token,
-          },
+          fence.epoch === undefined
+            ? { key: Buffer.from(fence.key), result: 'Equal', target: 'Create', create_revision: fence.token }
+            : { key: Buffer.from(fence.key), result: 'Equal', target: 'Mod', mod_revision: fence.epoch },
         ],
         success: ops,
         failure: [],
@@ -131,7 +136,7 @@ export async function fencedTxn(
       deadline(timeoutMs),
     );
   } catch (err) {
-    throw fromEtcdError(err);
+    throw fromEtcdError(err, { access: 'write', range: opsRange(ops) });
   }
   if (!res.succeeded) throw new NotLeaderError(`fence ${fence.key}@${fence.token} lost`);
   onResponse?.(res);
@@ -139,16 +144,68 @@ export async function fencedTxn(
 }
 
 /**
+ * The key range a txn's ops write, for error messages: the longest common
+ * directory (ending with `/`) of their keys.
+ */
+export function opsRange(ops: IRequestOp[]): string | undefined {
+  const keys: string[] = [];
+  for (const op of ops) {
+    const k = op.request_put?.key ?? op.request_delete_range?.key;
+    if (k !== undefined) keys.push(k.toString());
+  }
+  if (keys.length === 0) return undefined;
+  if (keys.length === 1) return keys[0];
+  let common = keys[0];
+  for (const k of keys) {
+    let i = 0;
+    while (i < common.length && i < k.length && common[i] === k[i]) i++;
+    common = common.slice(0, i);
+  }
+  return common.slice(0, common.lastIndexOf('/') + 1);
+}
+
+/**
+ * Starts a new epoch of a leadership term: touches the election key (same
+ * value, same lease) so that its mod revision moves, and returns it. A txn
+ * whose outcome was unknown (a timeout, a member paused while holding it) may
+ * still land later; fenced on the old epoch, it is refused once the new one
+ * exists, so it can never overwrite a newer value sent in the new epoch.
+ * @throws NotLeaderError when the key is no longer ours
+ * @throws EtcdUnavailableError on timeout or lost connection
+ */
+export async function renewEpoch(client: Etcd3, fence: Fence, timeoutMs: number): Promise<string> {
+  const key = Buffer.from(fence.key);
+  let res;
+  try {
+    res = await client.kv.txn(
+      {
+        compare: [{ key, result: 'Equal', target: 'Create', create_revision: fence.token }],
+        success: [{ request_put: { key, ignore_value: true, ignore_lease: true } }],
+        failure: [],
+      },
+      deadline(timeoutMs),
+    );
+  } catch (err) {
+    throw fromEtcdError(err, { access: 'write', range: fence.key });
+  }
+  if (!res.succeeded) throw new NotLeaderError(`fence ${fence.key}@${fence.token} lost`);
+  return res.header.revision;
+}
+
+/**
  * Reads the server's txn-op limit (`--max-txn-ops`) without writing: sends
  * txns whose compare always fails carrying N read ops; etcd checks the op
  * count before evaluating the compare. Doubles, then bisects.
+ * @param probeKey a key that is never written and that this identity may read
+ *   (under etcd authentication: e.g. one under the prefix, see `etcd-roles.ts`)
  */
 export async function probeMaxTxnOps(
   client: Etcd3,
   timeoutMs = 5000,
   cap = 4096,
+  probeKey = '\0portwire-probe-never',
 ): Promise<number> {
-  const never = Buffer.from('\0portwire-probe-never');
+  const never = Buffer.from(probeKey);
   const fits = async (n: number): Promise<boolean> => {
     const op: IRequestOp = { request_range: { key: never } };
     try {
@@ -163,7 +220,7 @@ export async function probeMaxTxnOps(
       return true;
     } catch (err) {
       if (/too many operations/i.test(String((err as Error).message))) return false;
-      throw fromEtcdError(err);
+      throw fromEtcdError(err, { access: 'read', range: probeKey });
     }
   };
   let lo = 1;
@@ -212,7 +269,7 @@ export async function readPrefixAt(
         deadline(options.timeoutMs ?? 10_000),
       );
     } catch (err) {
-      throw fromEtcdError(err);
+      throw fromEtcdError(err, { access: 'read', range: prefix });
     }
     if (revision === '0') revision = res.header.revision;
     for (const kv of res.kvs) {

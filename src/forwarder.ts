@@ -10,7 +10,7 @@ import { forwarderMachine, type DrainOutput } from '../machines/forwarder.ts';
 import type { Term } from '../machines/election.ts';
 import { Drainer, type DrainerDeps } from './drainer.ts';
 import { etcdElection, type ElectionDeps } from './election.ts';
-import { probeMaxTxnOps } from './etcd.ts';
+import { probeMaxTxnOps, TXN_OPS_PROBE } from './etcd.ts';
 
 /** The role name of the forwarder (its election key is `election/forwarder`). */
 export const FORWARDER_ROLE = 'forwarder';
@@ -34,7 +34,8 @@ export function etcdForwarder(deps: ForwarderDeps) {
   const drainer = new Drainer({ ...deps.drainer, log: deps.log });
   let maxOps = deps.maxTxnOps;
   const probe = async (): Promise<number> => {
-    const n = await probeMaxTxnOps(deps.drainer.client, deps.drainer.limits.callTimeoutMs);
+    const probeKey = deps.election.keys.electionKey(TXN_OPS_PROBE);
+    const n = await probeMaxTxnOps(deps.drainer.client, deps.drainer.limits.callTimeoutMs, undefined, probeKey);
     deps.log.info({ maxTxnOps: n }, 'read txn op limit from etcd');
     return n;
   };
@@ -69,5 +70,5 @@ export function etcdForwarder(deps: ForwarderDeps) {
       },
     },
   });
-  return { machine, settled: () => running };
+  return { machine, settled: () => running.then(() => drainer.idle()) };
 }

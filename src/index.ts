@@ -16,8 +16,24 @@ export {
   EtcdRejectedError,
   NotLeaderError,
   TimeoutError,
+  EtcdAuthError,
+  EtcdTlsError,
+  EtcdPermissionError,
+  isEtcdRefusal,
   isRecoverable,
 } from './errors.ts';
+export {
+  applyRoles,
+  agentPermissions,
+  agentRole,
+  controllerPermissions,
+  CONTROLLER_ROLE,
+  etcdctlCommands,
+  type EtcdIdentity,
+  type RolePermission,
+  type RolesOptions,
+} from './etcd-roles.ts';
+export { checkEtcdAccess, type EtcdAccessOptions, type EtcdAccessResult } from './etcd-preflight.ts';
 export type {
   AddressPair,
   BindDecision,
@@ -32,7 +48,9 @@ export type {
   PortUpdate,
   Segment,
 } from './types.ts';
-export type { DeadLetter } from './journal.ts';
+export type { DeadLetter, JournalUsage } from './journal.ts';
+export { SignatureError, type SignatureRejection } from './errors.ts';
+export { JwsSigner, JwsVerifier, signValue, type SigningOptions, type VerifyResult } from './jws.ts';
 export { keyLayout, type KeyLayout } from './keys.ts';
 export {
   translateRule,
@@ -49,4 +67,6 @@ export { translateGroupsInPool, streamGroupsInPool, INLINE_THRESHOLD } from './t
 export { defaultRules, type SecurityGroup } from './secgroups.ts';
 export { createPool } from './pool.ts';
 export { createLogger } from './logger.ts';
-export { startManagedEtcd, type ManagedEtcd, type ManagedEtcdOptions } from './managed-etcd.ts';
+export { startManagedEtcd, type ManagedEtcd, type ManagedEtcdOptions, type ManagedEtcdTls, type ManagedEtcdAuth } from './managed-etcd.ts';
+export { startManagedCluster, type ManagedCluster, type ManagedClusterOptions, type ClusterMember } from './managed-cluster.ts';
+export { createPki, type Pki, type PkiOptions, type ClientCert, type ClientTls } from './etcd-pki.ts';

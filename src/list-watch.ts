@@ -26,12 +26,12 @@ export interface WatchChange {
   modRevision: number;
 }
 
-/** Why a watch ended. */
+/** Why a watch ended; `code` is the portwire error code of the failure (e.g. `ETCD_PERMISSION`). */
 export type WatchFault =
   | { reason: 'compacted'; compactRevision: number }
-  | { reason: 'broken'; error: string; revision: number }
+  | { reason: 'broken'; error: string; revision: number; code?: string }
   | { reason: 'silent'; silentMs: number }
-  | { reason: 'list-failed'; error: string };
+  | { reason: 'list-failed'; error: string; code?: string };
 
 /** Options of {@link listWatch}. */
 export interface ListWatchOptions {
@@ -118,10 +118,15 @@ export async function listRanges(
   for (const range of ranges) {
     let key = Buffer.from(range.key);
     for (;;) {
-      const res = await client.kv.range(
-        { key, range_end: range.end, limit: pageSize, revision, keys_only: range.keysOnly === true },
-        deadline(timeout),
-      );
+      let res;
+      try {
+        res = await client.kv.range(
+          { key, range_end: range.end, limit: pageSize, revision, keys_only: range.keysOnly === true },
+          deadline(timeout),
+        );
+      } catch (err) {
+        throw fromEtcdError(err, { access: 'read', range: range.key });
+      }
       revision ??= Number(res.header.revision);
       if (res.kvs.length > 0) onPage(res.kvs, revision);
       if (!res.more || res.kvs.length === 0) break;
@@ -166,7 +171,8 @@ export function listWatch(o: ListWatchOptions): ListWatch {
       try {
         revision = await listRanges(o.client, o.list, (kvs, rev) => void (closed || o.onList(kvs, rev, false)), o);
       } catch (err) {
-        end({ reason: 'list-failed', error: fromEtcdError(err).message });
+        const e = fromEtcdError(err);
+        end({ reason: 'list-failed', error: e.message, code: e.code });
         return;
       }
       if (closed) return;
@@ -178,7 +184,8 @@ export function listWatch(o: ListWatchOptions): ListWatch {
     try {
       s = await openWatchStream(o.client);
     } catch (err) {
-      end({ reason: 'broken', error: fromEtcdError(err).message, revision });
+      const e = fromEtcdError(err);
+      end({ reason: 'broken', error: e.message, revision, code: e.code });
       return;
     }
     if (closed) {
@@ -192,10 +199,12 @@ export function listWatch(o: ListWatchOptions): ListWatch {
       lastHeard = now();
       if (res.canceled) {
         const compactRevision = Number(res.compact_revision);
+        // etcd checks a watch's permission when it is created and cancels it with the reason
+        const refusal = fromEtcdError(new Error(res.cancel_reason || 'no reason'), { access: 'read', range: o.watch.key });
         end(
           compactRevision > 0
             ? { reason: 'compacted', compactRevision }
-            : { reason: 'broken', error: `watch canceled: ${res.cancel_reason || 'no reason'}`, revision },
+            : { reason: 'broken', error: `watch canceled: ${refusal.message}`, revision, code: refusal.code },
         );
         return;
       }
@@ -206,7 +215,10 @@ export function listWatch(o: ListWatchOptions): ListWatch {
       revision = changes[changes.length - 1].modRevision;
       o.onChanges(changes, revision);
     });
-    s.on('error', (err) => end({ reason: 'broken', error: fromEtcdError(err).message, revision }));
+    s.on('error', (err) => {
+      const e = fromEtcdError(err);
+      end({ reason: 'broken', error: e.message, revision, code: e.code });
+    });
     s.on('end', () => end({ reason: 'broken', error: 'watch stream ended', revision }));
     s.write({
       create_request: { key: Buffer.from(o.watch.key), range_end: o.watch.end, start_revision: revision + 1 },

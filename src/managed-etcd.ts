@@ -1,17 +1,32 @@
 /**
  * A private single-member etcd server on loopback ports, for tests, demos and
- * benchmarks. States of a {@link ManagedEtcd}: running ⇄ (killed | paused via
- * pause/resume); killed → running via restart(); any → stopped via stop()
- * (final). Every child is registered and killed synchronously when this
- * process exits or receives SIGINT/SIGTERM.
+ * benchmarks, optionally with TLS and authentication. States of a
+ * {@link ManagedEtcd}: running ⇄ (killed | paused via pause/resume); killed →
+ * running via restart(); any → stopped via stop() (final). Every child is
+ * registered and killed synchronously when this process exits or receives
+ * SIGINT/SIGTERM.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, rmSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-import { EtcdStartError, RuntimeStateError } from './errors.ts';
+import { join } from 'node:path';
+import type { EtcdConnectionOptions } from './etcd.ts';
+import { RuntimeStateError } from './errors.ts';
+import {
+  adminConnection,
+  enableAuth,
+  freePorts,
+  installExitHooks,
+  isPortClash,
+  MemberProcess,
+  PORT_ATTEMPTS,
+  requireEtcdBinary,
+  trackPrivateDir,
+  type ManagedEtcdAuth,
+  type ManagedEtcdTls,
+  type ManagedLogger,
+} from './etcd-process.ts';
+
+export { findEtcdBinary, type ManagedEtcdAuth, type ManagedEtcdTls } from './etcd-process.ts';
 
 /** Options of {@link startManagedEtcd}. */
 export interface ManagedEtcdOptions {
@@ -25,14 +40,29 @@ export interface ManagedEtcdOptions {
   extraArgs?: string[];
   /** How long to wait for `/health` to report true. @default 15000 */
   readyTimeoutMs?: number;
+  /** TLS on client and peer URLs (client URLs become `https://`). @default off */
+  tls?: ManagedEtcdTls;
+  /**
+   * Authentication: user `root` (role `root`) with this password, then `auth enable`,
+   * once the server is ready. Auth state lives in the data dir: a restart keeps it.
+   * @default off
+   */
+  auth?: ManagedEtcdAuth;
   /** Optional pino-like logger. */
-  logger?: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+  logger?: ManagedLogger;
 }
 
 /** A running (or stopped) managed etcd server. */
 export interface ManagedEtcd {
-  /** Client URLs, e.g. `['http://127.0.0.1:40123']`. */
+  /** Client URLs, e.g. `['http://127.0.0.1:40123']` (`https://` with TLS). */
   readonly endpoints: string[];
+  /**
+   * Connection options with full rights: endpoints, the CA (plus the server
+   * certificate as client certificate under `clientCertAuth`) and root's
+   * credentials when auth is on.
+   * @example const client = createEtcdClient(etcd.connection());
+   */
+  connection(): EtcdConnectionOptions;
   /** Process id of the current etcd child (changes on restart). */
   readonly pid: number;
   readonly dataDir: string;
@@ -50,141 +80,11 @@ export interface ManagedEtcd {
   restart(): Promise<void>;
 }
 
-const ETCD_CANDIDATES = ['/usr/bin/etcd', '/usr/sbin/etcd', '/usr/local/bin/etcd'];
-const STDERR_TAIL_BYTES = 4096;
-const STOP_GRACE_MS = 5000;
-const PORT_ATTEMPTS = 5;
-
-/** Live etcd children, and private data dirs not yet removed: both cleaned up on exit. */
-const live = new Set<ChildProcess>();
-const privateDirs = new Set<string>();
-let hooksInstalled = false;
-
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
-
 /**
- * Locates the etcd binary: `$ETCD_BIN`, then `PATH`, then the usual system locations.
- * @returns the absolute path, or `undefined` when none is executable
- */
-export function findEtcdBinary(): string | undefined {
-  const fromEnv = process.env.ETCD_BIN;
-  if (fromEnv) return isExecutable(fromEnv) ? fromEnv : undefined;
-  const fromPath = (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'etcd'));
-  return [...fromPath, ...ETCD_CANDIDATES].find(isExecutable);
-}
-
-function killAllSync(): void {
-  for (const child of live) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  live.clear();
-  for (const dir of privateDirs) rmSync(dir, { recursive: true, force: true });
-  privateDirs.clear();
-}
-
-function installHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.on('exit', killAllSync);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = (): void => {
-      killAllSync();
-      if (process.listenerCount(sig) > 1) return; // someone else decides how to end
-      process.removeListener(sig, onSignal);
-      process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port));
-  });
-}
-
-/** Two distinct free loopback ports (both held open while picking). */
-async function freePorts(): Promise<[number, number]> {
-  const servers = [createServer(), createServer()];
-  try {
-    const [a, b] = await Promise.all(servers.map(listen));
-    return [a, b];
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  }
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
-function isAlive(child: ChildProcess | undefined): child is ChildProcess {
-  return child !== undefined && child.exitCode === null && child.signalCode === null;
-}
-
-interface Spawned {
-  child: ChildProcess;
-  tail: () => string;
-}
-
-function spawnEtcd(bin: string, args: string[]): Spawned {
-  const child = spawn(bin, args, { detached: false, stdio: ['ignore', 'ignore', 'pipe'] });
-  let buf = Buffer.alloc(0);
-  child.stderr?.on('data', (chunk: Buffer) => {
-    buf = Buffer.concat([buf, chunk]);
-    if (buf.length > STDERR_TAIL_BYTES) buf = buf.subarray(buf.length - STDERR_TAIL_BYTES);
-  });
-  child.once('error', () => live.delete(child));
-  child.once('exit', () => live.delete(child));
-  if (child.pid !== undefined) live.add(child);
-  return { child, tail: () => buf.toString('utf8').trim() };
-}
-
-async function healthy(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-    const body = (await res.json()) as { health?: string };
-    return body.health === 'true';
-  } catch {
-    return false;
-  }
-}
-
-/** Resolves when `/health` says true; rejects if the child dies or time runs out. */
-async function waitReady(spawned: Spawned, clientUrl: string, timeoutMs: number): Promise<void> {
-  const { child, tail } = spawned;
-  let spawnError: Error | undefined;
-  child.once('error', (err) => (spawnError = err));
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (spawnError) throw new EtcdStartError(`etcd could not be spawned: ${spawnError.message}`, '', { cause: spawnError });
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new EtcdStartError(`etcd exited during startup (code ${child.exitCode}, signal ${child.signalCode})`, tail());
-    }
-    if (await healthy(`${clientUrl}/health`)) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  child.kill('SIGKILL');
-  await exited(child);
-  throw new EtcdStartError(`etcd not ready after ${timeoutMs} ms`, tail());
-}
-
-/**
- * Starts a single-member etcd on free loopback ports and waits until it is healthy.
- * @throws {EtcdStartError} when no binary is found, or etcd dies or is not ready in time
+ * Starts a single-member etcd on free loopback ports and waits until it is
+ * healthy (and, with `auth`, until authentication is on).
+ * @throws {EtcdStartError} when no binary is found, etcd dies or is not ready in time, or
+ *   auth is already on in `dataDir` with another root password
  * @example
  * const etcd = await startManagedEtcd();
  * const client = new Etcd3({ hosts: etcd.endpoints });
@@ -192,107 +92,70 @@ async function waitReady(spawned: Spawned, clientUrl: string, timeoutMs: number)
  * await etcd.stop();
  */
 export async function startManagedEtcd(options: ManagedEtcdOptions = {}): Promise<ManagedEtcd> {
-  const { name = 'portwire', fastElection = true, extraArgs = [], readyTimeoutMs = 15_000, logger } = options;
-  const bin = findEtcdBinary();
-  if (!bin) {
-    throw new EtcdStartError('etcd binary not found: apt-get install etcd-server, or set ETCD_BIN or ETCD_ENDPOINTS', '');
-  }
-  installHooks();
+  const { name = 'portwire', fastElection = true, extraArgs = [], readyTimeoutMs = 15_000, tls, auth, logger } = options;
+  const bin = requireEtcdBinary();
+  installExitHooks();
   const privateDir = options.dataDir ? undefined : await mkdtemp(join(tmpdir(), 'portwire-etcd-'));
-  if (privateDir) privateDirs.add(privateDir);
+  if (privateDir) trackPrivateDir(privateDir);
   const dataDir = options.dataDir ?? (privateDir as string);
   const removePrivateDir = async (): Promise<void> => {
     if (!privateDir) return;
     await rm(privateDir, { recursive: true, force: true });
-    privateDirs.delete(privateDir);
+    trackPrivateDir(privateDir, true);
   };
 
-  let clientPort = 0;
-  let peerPort = 0;
-  const argsFor = (): string[] => {
-    const client = `http://127.0.0.1:${clientPort}`;
-    const peer = `http://127.0.0.1:${peerPort}`;
-    return [
-      '--name', name, '--data-dir', dataDir,
-      '--listen-client-urls', client, '--advertise-client-urls', client,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-      '--initial-cluster', `${name}=${peer}`, '--logger', 'zap', '--log-level', 'error',
-      ...(fastElection ? ['--heartbeat-interval', '10', '--election-timeout', '100'] : []),
-      ...extraArgs,
-    ];
-  };
-  const launch = async (): Promise<ChildProcess> => {
-    const t0 = performance.now();
-    const spawned = spawnEtcd(bin, argsFor());
-    await waitReady(spawned, `http://127.0.0.1:${clientPort}`, readyTimeoutMs);
-    logger?.info({ pid: spawned.child.pid, clientPort, readyMs: Math.round(performance.now() - t0) }, 'etcd ready');
-    return spawned.child;
-  };
-
-  let child: ChildProcess | undefined;
+  let member: MemberProcess | undefined;
   try {
     for (let attempt = 1; ; attempt++) {
-      [clientPort, peerPort] = await freePorts();
+      const [client, peer, metrics] = await freePorts(3);
+      const ports = { client, peer, metrics };
+      const scheme = tls ? 'https' : 'http';
+      const spec = { name, dataDir, ports, initialCluster: `${name}=${scheme}://127.0.0.1:${peer}`, fastElection, tls, extraArgs };
+      const candidate = new MemberProcess(bin, spec, readyTimeoutMs, logger);
       try {
-        child = await launch();
+        await candidate.start();
+        member = candidate;
         break;
       } catch (err) {
-        const clash = err instanceof EtcdStartError && /address already in use/i.test(err.stderrTail);
-        if (!clash || attempt >= PORT_ATTEMPTS) throw err;
-        logger?.warn({ attempt, clientPort, peerPort }, 'etcd port clash, retrying');
+        if (!isPortClash(err) || attempt >= PORT_ATTEMPTS) throw err;
+        logger?.warn({ attempt, ...ports }, 'etcd port clash, retrying');
       }
     }
+    if (auth) await enableAuth([member.endpoint], tls, auth);
   } catch (err) {
+    await member?.kill('SIGKILL');
     await removePrivateDir();
     throw err;
   }
 
-  let paused = false;
+  const m = member;
   let stopping: Promise<void> | undefined;
-  const endpoints = [`http://127.0.0.1:${clientPort}`];
-
-  const signal = async (sig: NodeJS.Signals): Promise<void> => {
-    if (!isAlive(child)) return;
-    const c = child;
-    c.kill(sig);
-    if (paused && sig !== 'SIGKILL' && sig !== 'SIGCONT') c.kill('SIGCONT');
-    paused = false;
-    await exited(c);
-  };
+  const endpoints = [m.endpoint];
 
   return {
     endpoints,
     dataDir,
+    connection: () => adminConnection(endpoints, tls, auth),
     get pid() {
-      return child?.pid ?? -1;
+      return m.pid;
     },
     get running() {
-      return isAlive(child);
+      return m.running;
     },
-    kill: (sig = 'SIGKILL') => signal(sig),
-    pause() {
-      if (isAlive(child)) child.kill('SIGSTOP');
-      paused = true;
-    },
-    resume() {
-      if (isAlive(child)) child.kill('SIGCONT');
-      paused = false;
-    },
+    kill: (sig = 'SIGKILL') => m.kill(sig),
+    pause: () => m.pause(),
+    resume: () => m.resume(),
     async restart() {
       if (stopping) throw new RuntimeStateError('managed etcd was stopped');
-      await signal('SIGTERM');
-      child = await launch();
+      await m.kill('SIGTERM');
+      await m.start();
     },
     stop() {
       stopping ??= (async () => {
-        const c = child;
-        if (isAlive(c)) {
-          const timer = setTimeout(() => c.kill('SIGKILL'), STOP_GRACE_MS);
-          await signal('SIGTERM');
-          clearTimeout(timer);
-        }
+        const pid = m.pid;
+        await m.terminate();
         await removePrivateDir();
-        logger?.info({ pid: c?.pid }, 'etcd stopped');
+        logger?.info({ pid }, 'etcd stopped');
       })();
       return stopping;
     },

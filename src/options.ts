@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EtcdConnectionOptions } from './etcd.ts';
 import type { DesiredSource } from './resync.ts';
+import { resolveSigning, type SigningMaterial, type SigningOptions } from './jws.ts';
 
 /** Options of `createRuntime`. Every field is optional. */
 export interface RuntimeOptions {
@@ -16,7 +17,11 @@ export interface RuntimeOptions {
   prefix?: string;
   /** Directory of the LMDB journal; processes sharing it share one journal. @default './.portwire' */
   dataDir?: string;
-  /** LMDB map size in bytes; appends beyond it fail with JournalFullError. @default 2 GiB */
+  /**
+   * Size limit of the journal in bytes (at least 1 MiB). Appends that would take it past
+   * `mapSize` less a reserve kept for draining (1/8, within 256 KiB..64 MiB) fail with
+   * JournalFullError until drained; restart with a larger value to raise it. @default 2 GiB
+   */
   mapSize?: number;
   /** Election lease TTL in ms (rounded up to whole seconds, at least 2 s). @default 10000 */
   electionTtlMs?: number;
@@ -51,6 +56,12 @@ export interface RuntimeOptions {
   /** Backoff while etcd is unavailable: first and largest delay in ms. @default 100 / 5000 */
   backoffBaseMs?: number;
   backoffMaxMs?: number;
+  /**
+   * While etcd refuses this identity (credentials, certificate, permission), a
+   * role retries this often, in ms, showing `refused` and the error meanwhile.
+   * @default 5000
+   */
+  refusedRetryMs?: number;
   /** Worker threads of the pool. @default 2 */
   poolSize?: number;
   /** Resync: reconcile etcd with the desired state. */
@@ -88,6 +99,14 @@ export interface RuntimeOptions {
     /** Allow a non-loopback `host` (the inspector has no authentication). @default false */
     allowPublic?: boolean;
   };
+  /**
+   * Sign every value written under `nodes/` and `global/` (drain and resync) as a
+   * compact JWS with this Ed25519 key, so that agents holding the public key can
+   * tell these writes from anyone else's (see `jws.ts`).
+   * @default off (absent)
+   * @throws {ValidationError} from `createRuntime` when the key is not an Ed25519 private key
+   */
+  signing?: SigningOptions;
   /** Run a forwarder in this process (processes that only append may set false). @default true */
   forwarder?: boolean;
   /** Directory of vhost-user sockets in VIF details. @default '/tmp' */
@@ -111,7 +130,7 @@ export interface RuntimeOptions {
 
 /** Options with every default applied. */
 export type ResolvedOptions = Required<
-  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync' | 'returnWatcher' | 'inspector'>
+  Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync' | 'returnWatcher' | 'inspector' | 'signing'>
 > & {
   etcd: EtcdConnectionOptions & { endpoints: string[]; callTimeoutMs: number };
   batch: { maxTxnOps?: number; maxTxnBytes: number; maxRequestBytes: number; windowEntries: number; inFlight: number };
@@ -122,6 +141,8 @@ export type ResolvedOptions = Required<
   inspector?: Required<NonNullable<RuntimeOptions['inspector']>>;
   physnetKnown?: RuntimeOptions['physnetKnown'];
   logger?: Logger;
+  /** The signing key as PEM for the pool workers; undefined when signing is off. */
+  signing?: SigningMaterial;
 };
 
 /** Merges `options` with the defaults. */
@@ -171,12 +192,14 @@ export function resolveOptions(options: RuntimeOptions = {}): ResolvedOptions {
     pollIntervalMs: options.pollIntervalMs ?? 1000,
     backoffBaseMs: options.backoffBaseMs ?? 100,
     backoffMaxMs: options.backoffMaxMs ?? 5000,
+    refusedRetryMs: options.refusedRetryMs ?? 5000,
     poolSize: options.poolSize ?? 2,
     forwarder: options.forwarder ?? true,
     vhostUserDir: options.vhostUserDir ?? '/tmp',
     networkTypes: options.networkTypes ?? ['vlan', 'flat', 'gpe'],
     physnetKnown: options.physnetKnown,
     logger: options.logger,
+    signing: resolveSigning(options.signing),
     holderId: options.holderId ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`,
     now: options.now ?? Date.now,
     random: options.random ?? Math.random,

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { EventObject } from 'xstate';
 import { fromCallback } from 'xstate';
 import { returnWatcherMachine } from '../machines/return-watcher.ts';
+import { isRefusal } from '../machines/election.ts';
 import type { PortFacts, PortStatus } from '../machines/port.ts';
 import { etcdElection, type ElectionDeps } from './election.ts';
 import type { HostCache } from './host-cache.ts';
@@ -182,11 +183,15 @@ export function etcdReturnWatcher(deps: ReturnWatcherDeps) {
         for (const [port, facts] of dirty) deps.ports.apply(port, facts);
       },
       onFault: (fault) => {
-        if (fault.reason === 'broken' && fault.revision > 0) resumeFrom = fault.revision;
-        deps.log.warn({ fault, resumeFrom }, 'watch ended');
+        const code = 'code' in fault ? fault.code : undefined;
+        const refused = isRefusal({ code });
+        // after a refusal, list again: access may come back long after the watch's revision was compacted
+        if (fault.reason === 'broken' && fault.revision > 0 && !refused) resumeFrom = fault.revision;
+        deps.log.warn({ fault, resumeFrom }, refused ? 'etcd refused the stream' : 'watch ended');
         deps.onFault?.(fault);
         const { reason, ...detail } = fault;
-        sendBack({ type: 'FAULT', fault: { reason, detail: JSON.stringify(detail) } });
+        const error = 'error' in fault ? fault.error : undefined;
+        sendBack({ type: 'FAULT', fault: { reason, detail: JSON.stringify(detail), code, error } });
       },
     });
     return () => lw.close();

@@ -11,10 +11,11 @@ import type { Etcd3 } from 'etcd3';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { supervisorMachine, type SupervisorInput } from '../machines/supervisor.ts';
-import type { Term } from '../machines/election.ts';
-import { createEtcdClient, deadline, probeMaxTxnOps } from './etcd.ts';
+import type { RefusalInfo, Term } from '../machines/election.ts';
+import { createEtcdClient, deadline, probeMaxTxnOps, TXN_OPS_PROBE } from './etcd.ts';
+import { checkEtcdAccess } from './etcd-preflight.ts';
 import { etcdResync, resyncOnce, RESYNC_ROLE, type ResyncDeps, type ResyncReport } from './resync.ts';
-import { fromEtcdError, NotLeaderError, RuntimeStateError, TimeoutError } from './errors.ts';
+import { fromEtcdError, NotLeaderError, RuntimeStateError, TimeoutError, ValidationError } from './errors.ts';
 import { etcdForwarder, FORWARDER_ROLE } from './forwarder.ts';
 import { HostCache } from './host-cache.ts';
 import { runtimeSource } from './inspector/runtime-source.ts';
@@ -22,7 +23,7 @@ import { checkInspectorAddress, startInspector, type Inspector } from './inspect
 import { PortRegistry, type PortEvents } from './port-registry.ts';
 import { etcdReturnWatcher, RETURN_WATCHER_ROLE } from './return-watcher.ts';
 import type { PortStatus } from '../machines/port.ts';
-import { Journal, type DeadLetter } from './journal.ts';
+import { Journal, type DeadLetter, type JournalUsage } from './journal.ts';
 import { keyLayout, type KeyLayout } from './keys.ts';
 import { roleLogger, silentLogger } from './logger.ts';
 import {
@@ -113,8 +114,14 @@ export interface RuntimeStatus {
   holderId: string;
   journalDepth: number;
   deadLetters: number;
-  /** Per role: its actor's state, whether this process leads it, and the leader's holder id when known. */
-  roles: Record<string, { state: unknown; leader: boolean; token?: string; holder?: string }>;
+  /** How full the journal is against its `mapSize` limit (absent unless running). */
+  journal?: JournalUsage;
+  /**
+   * Per role: its actor's state, whether this process leads it, the leader's
+   * holder id when known, and `error` while etcd refuses this identity what
+   * the role needs (the role or its election is then in state `refused`).
+   */
+  roles: Record<string, { state: unknown; leader: boolean; token?: string; holder?: string; error?: RefusalInfo }>;
   /** Ports tracked by the return watcher, per state, and how many have a live actor. */
   ports: { total: number; states: Record<string, number>; liveActors: number };
 }
@@ -194,7 +201,39 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         throw err;
       }
     }
+    await this.checkAccess();
     if (o.forwarder || o.resync.enabled || o.returnWatcher.enabled) this.startRoles();
+  }
+
+  /**
+   * Proves etcd accepts this identity for what the enabled roles need (see
+   * `etcd-preflight.ts`); a refusal stops the runtime and rejects `start()`,
+   * an unreachable etcd is only logged (the roles retry).
+   */
+  private async checkAccess(): Promise<void> {
+    const o = this.options;
+    const roles = [
+      ...(o.forwarder ? [FORWARDER_ROLE] : []),
+      ...(o.resync.enabled ? [RESYNC_ROLE] : []),
+      ...(o.returnWatcher.enabled ? [RETURN_WATCHER_ROLE] : []),
+    ];
+    try {
+      const access = await checkEtcdAccess(this.client!, this.keys, {
+        callTimeoutMs: o.etcd.callTimeoutMs,
+        roles,
+        write: o.forwarder || o.resync.enabled,
+        watch: o.returnWatcher.enabled,
+        clientCert: o.etcd.tls?.cert,
+        endpoints: o.etcd.endpoints,
+        tls: o.etcd.tls,
+        now: o.now,
+      });
+      if (!access.reachable) this.log.warn({ err: access.error.message }, 'etcd unreachable at start; the roles will retry');
+    } catch (err) {
+      this.log.error({ err }, 'etcd refused access');
+      await this.stop();
+      throw err;
+    }
   }
 
   /** Starts the supervisor with the enabled roles. */
@@ -216,6 +255,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       role,
       renewDeadlineMs: o.renewDeadlineMs,
       retryMs: Math.min(1000, o.electionTtlMs / 4),
+      refusedRetryMs: o.refusedRetryMs,
     });
     const actors: Record<string, unknown> = {};
     const input: SupervisorInput = { restartBaseMs: 200, restartMaxMs: 10_000 };
@@ -233,6 +273,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
           now: o.now,
           random: o.random,
           onEvent: (e) => this.onDrainEvent(e),
+          signing: o.signing,
           limits: {
             maxOps: o.batch.maxTxnOps ?? 128,
             maxTxnBytes: o.batch.maxTxnBytes,
@@ -252,6 +293,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
         pollIntervalMs: o.pollIntervalMs,
         backoffBaseMs: o.backoffBaseMs,
         backoffMaxMs: o.backoffMaxMs,
+        refusedRetryMs: o.refusedRetryMs,
         election: electionInput(FORWARDER_ROLE),
       };
     }
@@ -282,6 +324,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       input.returnWatcher = {
         backoffBaseMs: o.returnWatcher.backoffBaseMs,
         backoffMaxMs: 5000,
+        refusedRetryMs: o.refusedRetryMs,
         election: electionInput(RETURN_WATCHER_ROLE),
       };
     }
@@ -380,7 +423,8 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     this.kickPending = true;
     setImmediate(() => {
       this.kickPending = false;
-      this.supervisor?.send({ type: 'KICK' });
+      // a wake-up that lands while stopping has no forwarder left to wake
+      if (this.state === 'running') this.supervisor?.send({ type: 'KICK' });
     });
   }
 
@@ -515,11 +559,14 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   /**
    * Runs `fn` to collect several operations and journals them in one LMDB
    * transaction: all or nothing (a validation error in any of them journals none).
+   * @throws ValidationError naming the field (`fn` when it is not a function); nothing is journaled
+   * @throws JournalFullError when the journal is full; nothing is journaled
    * @example
    * await rt.transaction((tx) => { tx.unbindPort(a); tx.bindPort(b); });
    */
   async transaction(fn: (tx: TransactionOps) => void | Promise<void>): Promise<number> {
     this.running();
+    if (typeof fn !== 'function') throw new ValidationError('fn', 'must be a function');
     const ops: JournalOp[] = [];
     const tx: TransactionOps = {
       bindPort: (args) => void ops.push(...this.opsOfBind(validateBind(args))),
@@ -645,7 +692,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       callTimeoutMs: o.etcd.callTimeoutMs,
       maxOps: () => {
         if (o.batch.maxTxnOps !== undefined) return Promise.resolve(o.batch.maxTxnOps);
-        this.maxOpsProbe ??= probeMaxTxnOps(this.client!, o.etcd.callTimeoutMs).catch((err: unknown) => {
+        this.maxOpsProbe ??= probeMaxTxnOps(this.client!, o.etcd.callTimeoutMs, undefined, this.keys.electionKey(TXN_OPS_PROBE)).catch((err: unknown) => {
           this.maxOpsProbe = undefined;
           throw err;
         });
@@ -654,6 +701,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       maxTxnBytes: o.batch.maxTxnBytes,
       source: o.resync.source,
       now: o.now,
+      signing: o.signing,
     };
   }
 
@@ -699,17 +747,25 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   status(): RuntimeStatus {
     const journal = this.journal;
     const children = this.supervisor?.getSnapshot().children;
-    const role = (name: string, child: 'forwarder' | 'resync' | 'returnWatcher') => ({
-      state: children?.[child]?.getSnapshot().value ?? 'off',
-      leader: this.terms.has(name),
-      token: this.terms.get(name)?.token,
-      holder: this.holders.get(name),
-    });
+    const role = (name: string, child: 'forwarder' | 'resync' | 'returnWatcher') => {
+      const snap = children?.[child]?.getSnapshot();
+      const election = (snap?.children as Record<string, { getSnapshot(): { context: { error?: RefusalInfo } } } | undefined>)
+        ?.election?.getSnapshot();
+      const error = (snap?.context as { error?: RefusalInfo } | undefined)?.error ?? election?.context.error;
+      return {
+        state: snap?.value ?? 'off',
+        leader: this.terms.has(name),
+        token: this.terms.get(name)?.token,
+        holder: this.holders.get(name),
+        ...(error ? { error } : {}),
+      };
+    };
     return {
       running: this.state === 'running',
       holderId: this.options.holderId,
       journalDepth: journal && this.state === 'running' ? journal.depth() : 0,
       deadLetters: journal && this.state === 'running' ? journal.deadLetters().length : 0,
+      ...(journal && this.state === 'running' ? { journal: journal.usage() } : {}),
       roles: {
         [FORWARDER_ROLE]: role(FORWARDER_ROLE, 'forwarder'),
         [RESYNC_ROLE]: role(RESYNC_ROLE, 'resync'),

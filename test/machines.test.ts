@@ -120,6 +120,34 @@ describe('election machine', () => {
     expect(election().getSnapshot().matches('leading')).toBe(true);
   });
 
+  it('waits the slow refused delay, with the error in context, when etcd refuses this identity', async () => {
+    const clock = new SimulatedClock();
+    let calls = 0;
+    const { machine } = testElection({
+      campaign: async () => {
+        calls++;
+        if (calls <= 2) throw Object.assign(new Error('etcd permission denied: write /p/election/forwarder'), { code: 'ETCD_PERMISSION' });
+        return term;
+      },
+    });
+    const { election } = underParent(machine, clock);
+    await flush();
+    expect(election().getSnapshot().value).toBe('refused');
+    expect(election().getSnapshot().context.error).toEqual({ code: 'ETCD_PERMISSION', message: 'etcd permission denied: write /p/election/forwarder' });
+    // not the 500 ms retry of a failure: the refused delay (default 5 s)
+    clock.increment(4999);
+    await flush();
+    expect(calls).toBe(1);
+    clock.increment(1);
+    await flush();
+    expect(calls).toBe(2);
+    expect(election().getSnapshot().value).toBe('refused');
+    clock.increment(5000);
+    await flush();
+    expect(election().getSnapshot().matches('leading')).toBe(true);
+    expect(election().getSnapshot().context.error).toBeUndefined();
+  });
+
   it('resigns on STOP and ends', async () => {
     const clock = new SimulatedClock();
     const { machine, released } = testElection();
@@ -222,6 +250,27 @@ describe('forwarder machine', () => {
     clock.increment(250);
     await flush();
     expect(calls()).toBe(2);
+  });
+
+  it('shows refused with the error while etcd refuses the identity, retries at the slow delay ignoring kicks, and recovers', async () => {
+    const { actor, clock, calls } = testForwarder(async (n) => {
+      if (n <= 3) throw Object.assign(new Error('etcd permission denied: write /p/nodes/'), { code: 'ETCD_PERMISSION' });
+      return { keys: 1, entries: 1 };
+    });
+    await flush();
+    expect(actor.getSnapshot().value).toEqual({ leader: 'refused' });
+    expect(actor.getSnapshot().context.error).toEqual({ code: 'ETCD_PERMISSION', message: 'etcd permission denied: write /p/nodes/' });
+    for (let i = 1; i <= 3; i++) {
+      actor.send({ type: 'KICK' });
+      clock.increment(4999);
+      await flush();
+      expect(calls()).toBe(i);
+      clock.increment(1);
+      await flush();
+      expect(calls()).toBe(i + 1);
+    }
+    expect(actor.getSnapshot().value).toEqual({ leader: 'idle' });
+    expect(actor.getSnapshot().context.error).toBeUndefined();
   });
 
   it('asks the election to step down when etcd refuses the fence, and follows', async () => {

@@ -90,7 +90,8 @@ export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } 
       const key = JSON.stringify(state);
       if (lastValue.get(role) === key) return;
       lastValue.set(role, key);
-      hub.emit({ kind: 'role', at: now(), role, state, event: e.event.type });
+      const refusal = (e.snapshot as { context?: { error?: { code: string; message: string } } }).context?.error;
+      hub.emit({ kind: 'role', at: now(), role, state, event: e.event.type, ...(refusal ? { error: `${refusal.code}: ${refusal.message}` } : {}) });
     }),
   );
 
@@ -122,7 +123,9 @@ export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } 
         supervisor,
         ...ROLES.map(({ role, machine }) => {
           const r = status.roles[role];
-          return { id: role, machine, state: r?.state ?? 'off', leader: r?.leader ?? false, holder: r?.holder };
+          const entry: InspectorRole = { id: role, machine, state: r?.state ?? 'off', leader: r?.leader ?? false, holder: r?.holder };
+          if (r?.error) entry.error = `${r.error.code}: ${r.error.message}`;
+          return entry;
         }),
       ];
     },

@@ -39,6 +39,8 @@ export interface InspectorRole {
   leader: boolean;
   /** Holder id of the current leader, when known. */
   holder?: string;
+  /** Why etcd refuses this process what the role needs (the role or its election is `refused`). */
+  error?: string;
 }
 
 /** One port actor, as listed. */
@@ -67,7 +69,7 @@ export interface InspectorJournal {
 
 /** Something that happened, pushed live to the page. `at` is epoch milliseconds. */
 export type InspectorEvent =
-  | { kind: 'role'; at: number; role: string; state: unknown; event: string }
+  | { kind: 'role'; at: number; role: string; state: unknown; event: string; error?: string }
   | { kind: 'leader'; at: number; role: string; leader: boolean; holder?: string }
   | { kind: 'port'; at: number; port: string; from: string; to: string; host?: string; event: string }
   | { kind: 'host'; at: number; type: string; data: unknown };

@@ -88,7 +88,8 @@ function renderRoles() {
     tr.dataset.testid = `role-${role.id}`;
     cell(tr, role.id);
     cell(tr, role.machine);
-    cell(tr, leafStates(role.active)).dataset.testid = `role-state-${role.id}`;
+    const state = cell(tr, role.error ? `${leafStates(role.active)} — ${role.error}` : leafStates(role.active), role.error ? 'refused' : undefined);
+    state.dataset.testid = `role-state-${role.id}`;
     const lead = cell(tr, leadership(role), role.leader ? 'leader-yes' : 'leader-no');
     lead.dataset.testid = `leader-${role.id}`;
     lead.dataset.leader = String(role.leader);
@@ -111,7 +112,7 @@ function renderCharts() {
 function onRoleEvent(e) {
   const role = model.roles.get(e.role) ?? { id: e.role, machine: e.role, leader: false, active: [] };
   model.fired.set(role.machine, { from: new Set(role.active.concat('')), event: e.event });
-  model.roles.set(e.role, { ...role, state: e.state, active: e.active ?? [] });
+  model.roles.set(e.role, { ...role, state: e.state, active: e.active ?? [], error: e.error });
 }
 
 function onLeaderEvent(e) {
