@@ -340,17 +340,14 @@ export class MemberProcess {
 
 /**
  * Connection options with full rights on a managed etcd: its endpoints, the
- * CA (and, under `--client-cert-auth`, the server certificate, which also
- * carries client auth, as client certificate), and root's credentials.
+ * CA, the server certificate (which also carries client auth) as client
+ * certificate — etcd 3.4 asks every client for one as soon as a trusted CA is
+ * set, `--client-cert-auth` or not — and root's credentials.
  */
 export function adminConnection(endpoints: string[], tls?: ManagedEtcdTls, auth?: ManagedEtcdAuth): EtcdConnectionOptions {
   const options: EtcdConnectionOptions = { endpoints };
   if (tls) {
-    options.tls = { ca: readFileSync(tls.caFile) };
-    if (tls.clientCertAuth) {
-      options.tls.cert = readFileSync(tls.certFile);
-      options.tls.key = readFileSync(tls.keyFile);
-    }
+    options.tls = { ca: readFileSync(tls.caFile), cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) };
   }
   if (auth) options.auth = { username: 'root', password: auth.rootPassword };
   return options;

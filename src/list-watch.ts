@@ -91,6 +91,26 @@ function openWatchStream(client: Etcd3): Promise<RawStream> {
   return (client as unknown as { watchClient: { watch(): Promise<RawStream> } }).watchClient.watch();
 }
 
+/**
+ * Ends a watch stream this process no longer wants: half-closes it, then
+ * cancels the call. etcd3 reports an error of a stream that is still
+ * writable to the member's fault handling; the client-side CANCELLED of a
+ * plain `cancel()` would count as a failure of the member and make etcd3
+ * close every gRPC client of that member. Their channels then drop the
+ * member's connection under the calls in flight (over TLS a call whose
+ * frames the server had not read yet comes back refused, and its retry finds
+ * the channel closed). Ending the write side first makes the cancellation
+ * the owner's own business.
+ */
+function cancelStream(s: RawStream): void {
+  try {
+    s.end();
+    s.cancel();
+  } catch {
+    // already ended
+  }
+}
+
 /** The changes of one watch response. */
 function changesOf(res: IWatchResponse): WatchChange[] {
   return res.events.map((ev) => ({
@@ -157,11 +177,7 @@ export function listWatch(o: ListWatchOptions): ListWatch {
     if (stream) {
       const s = stream;
       stream = undefined;
-      try {
-        s.cancel();
-      } catch {
-        // already ended
-      }
+      cancelStream(s);
     }
     if (fault) o.onFault(fault);
   };
@@ -189,7 +205,7 @@ export function listWatch(o: ListWatchOptions): ListWatch {
       return;
     }
     if (closed) {
-      s.cancel();
+      cancelStream(s);
       return;
     }
     stream = s;
@@ -259,16 +275,12 @@ export function watchRange(
   const end = (reason?: string) => {
     if (closed) return;
     closed = true;
-    try {
-      stream?.cancel();
-    } catch {
-      // already ended
-    }
+    if (stream) cancelStream(stream);
     if (reason) handlers.onEnd(reason);
   };
   void openWatchStream(client).then(
     (s) => {
-      if (closed) return void s.cancel();
+      if (closed) return cancelStream(s);
       stream = s;
       s.on('data', (res) => {
         if (closed) return;

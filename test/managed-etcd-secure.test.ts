@@ -36,6 +36,20 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+describe('single member, TLS without --client-cert-auth', () => {
+  it("its own connection() works: etcd 3.4 asks for a client certificate as soon as a trusted CA is set", async () => {
+    const etcd = await startManagedEtcd({ tls: pki.server });
+    try {
+      const c = client(etcd.connection());
+      const key = `${uniquePrefix('tls-only')}/k`;
+      await c.put(key).value('v');
+      expect(await c.get(key).string()).toBe('v');
+    } finally {
+      await etcd.stop();
+    }
+  });
+});
+
 describe('single member, TLS with client certificates and auth', () => {
   let etcd: ManagedEtcd;
 
