@@ -10,17 +10,19 @@
  * stopped|killed ─start()─▶ starting ─(alive, physnets, ports/ cleared, listed)─▶ running
  * starting|running ─stop()─▶ stopping ─(lease revoked: alive gone at once)─▶ stopped
  * starting|running ─kill()─▶ stopping ─(lease left to expire after its TTL)─▶ killed
- * running: lease lost ─▶ new lease + alive; watch cancelled (compaction) ─▶ relist + re-watch;
+ * running: lease lost ─▶ new lease + alive; watch compacted ─▶ relist + re-watch; watch stream broken ─▶
+ *          re-watch from the next revision (backoff);
  *          pause()/resume() hold and release due confirmations. A failed etcd call emits
  *          'error' and is retried with backoff; stop() or kill() interrupts the retries.
  */
 import { EventEmitter } from 'node:events';
 import type { KeyObject } from 'node:crypto';
-import type { Etcd3, IKeyValue, IRequestOp, Lease, Watcher } from 'etcd3';
+import type { Etcd3, IRequestOp, Lease } from 'etcd3';
 import type { Logger } from 'pino';
 import { createEtcdClient, deadline, ETCD_DEFAULT_MAX_TXN_OPS, prefixEnd, readPrefixAt, type EtcdConnectionOptions } from './etcd.ts';
 import { fromEtcdError, RuntimeStateError, ValidationError, type PortwireError, type SignatureRejection } from './errors.ts';
 import { keyLayout, type KeyLayout } from './keys.ts';
+import { watchRange, type ListWatch } from './list-watch.ts';
 import { JwsVerifier } from './jws.ts';
 import { roleLogger, silentLogger } from './logger.ts';
 import { validateHost } from './validate.ts';
@@ -130,7 +132,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
   private lock: Promise<unknown> = Promise.resolve();
   private startPromise?: Promise<void>;
   private lease?: Lease;
-  private watcher?: Watcher;
+  private watcher?: ListWatch;
   private paused = false;
   private seq = 0;
   private nextIface = 1;
@@ -249,10 +251,10 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
     return this.serial(async () => {
       const { lease, watcher } = this;
       this.lease = this.watcher = undefined;
-      // revoke first: cancelling watch streams counts as failures in etcd3's circuit breaker
       if (lease && how === 'stop') await this.revoke(lease);
       else lease?.release();
-      if (watcher) await within(watcher.cancel(), this.o.callTimeoutMs);
+      // ends our side of the stream, then cancels: not a member failure, calls in flight on the client go on
+      watcher?.close();
       await this.flushing;
       if (e !== this.epoch) return;
       this._state = how === 'stop' ? 'stopped' : 'killed';
@@ -376,29 +378,52 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
     return revision;
   }
 
-  /** Watches from `revision`+1 on a watch stream of its own (a fresh namespace): etcd3 stalls every
-   * watcher queued behind one whose start revision was compacted on the same stream. */
-  private watch(e: number, revision: string): void {
-    const w = this.client.namespace('').watch().prefix(this.keys.port(this.host, '')).startRevision(String(BigInt(revision) + 1n)).watcher();
-    this.watcher = w;
+  /**
+   * Watches from `revision`+1 on a raw watch stream of its own (`watchRange`): closing it ends our
+   * side before cancelling, where etcd3's `Watcher.cancel()` makes etcd3 count a member failure and
+   * close every gRPC client of the member under the calls in flight. A broken stream (etcd
+   * restarted, connection lost) is watched again from the next revision after a backoff (`attempt`
+   * counts the breaks without a change in between); a compacted or cancelled watch relists first.
+   */
+  private watch(e: number, revision: string, attempt = 0): void {
+    const dir = this.keys.port(this.host, '');
+    let next = BigInt(revision) + 1n; // the first revision not seen yet
+    let heard = false;
     const mine = (): boolean => this.watcher === w && e === this.epoch;
-    w.on('put', (kv: IKeyValue) => {
-      const portId = mine() ? this.portOf(kv.key.toString()) : undefined;
-      if (portId) this.onBind(portId, kv.key.toString(), kv.value, kv.mod_revision);
-    });
-    w.on('delete', (kv: IKeyValue) => {
-      const portId = mine() ? this.portOf(kv.key.toString()) : undefined;
-      if (portId) this.onUnbind(portId);
-    });
-    w.on('disconnected', (err: Error) => { if (mine()) this.log.debug({ err }, 'watch disconnected'); });
-    w.on('error', (err: Error) => {
-      if (!mine()) return;
-      this.watcher = undefined; // etcd3 already dropped the cancelled watcher
-      this.emitError('watch', err, 0, 0);
-      void this.retry(e, 'list', () => this.relist(e)).then((rev) => {
-        if (rev !== undefined && e === this.epoch) this.watch(e, rev);
-      });
-    });
+    const w = watchRange(
+      this.client,
+      { key: dir, end: prefixEnd(Buffer.from(dir)), startRevision: Number(next) },
+      {
+        onChanges: (changes) => {
+          if (!mine()) return;
+          heard = true;
+          for (const c of changes) {
+            next = BigInt(c.modRevision) + 1n;
+            const portId = this.portOf(c.key);
+            if (!portId) continue;
+            if (c.type === 'put') this.onBind(portId, c.key, c.value, String(c.modRevision));
+            else this.onUnbind(portId);
+          }
+        },
+        onEnd: (reason) => {
+          if (!mine()) return;
+          this.watcher = undefined;
+          if (reason === 'compacted' || reason === 'canceled') {
+            this.emitError('watch', new Error(`watch of ${dir} ${reason}`), 0, 0);
+            void this.retry(e, 'list', () => this.relist(e)).then((rev) => {
+              if (rev !== undefined && e === this.epoch) this.watch(e, rev);
+            });
+            return;
+          }
+          const breaks = heard ? 0 : attempt + 1;
+          this.log.debug({ reason, breaks }, 'watch disconnected');
+          void this.sleep(backoffMs(breaks - 1)).then(() => {
+            if (e === this.epoch && this.watcher === undefined) this.watch(e, String(next - 1n), breaks);
+          });
+        },
+      },
+    );
+    this.watcher = w;
   }
 
   private onBind(portId: string, key: string, value: Buffer, modRevision: string): void {
@@ -500,13 +525,6 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
       this.emit('removed', { host: this.host, portId, key, wasConfirmed });
     }
   }
-}
-
-/** Awaits `p` (its failure ignored) for at most `ms`. */
-function within(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p.then(() => undefined, () => undefined), new Promise<void>((r) => { timer = setTimeout(r, ms); })])
-    .finally(() => clearTimeout(timer));
 }
 
 function checkPhysnets(names: unknown): string[] {

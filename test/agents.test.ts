@@ -3,10 +3,15 @@
  * into `nodes/<host>/ports/`, and the agents' answers read back from `state/`.
  * Tests wait on agent events and etcd conditions, never on sleeps.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAgents, portStateValue, startAgents, type AgentEvents, type Agents, type AgentsOptions } from '../src/agents.ts';
 import { ValidationError } from '../src/errors.ts';
+import { createEtcdClient } from '../src/etcd.ts';
+import { createPki } from '../src/etcd-pki.ts';
 import { keyLayout, type KeyLayout } from '../src/keys.ts';
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
@@ -340,6 +345,52 @@ describe('simulated agents on a private etcd', () => {
       running = [];
       await proxy.close();
     }
+  });
+});
+
+describe('simulated agents over TLS', () => {
+  let dir: string | undefined;
+  let etcd: ManagedEtcd | undefined;
+  let own: Etcd3 | undefined;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'pw-agents-tls-'));
+    const pki = await createPki(join(dir, 'pki'), { clients: ['root'] });
+    etcd = await startManagedEtcd({ tls: { ...pki.server, clientCertAuth: true } });
+    own = createEtcdClient(etcd.connection());
+  });
+  afterAll(async () => {
+    own?.close();
+    await etcd?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('agents restarting (their watches closed) leave the writes in flight on the shared client untouched', async () => {
+    // one client for all agents: h5 confirms one port per txn while h1..h4 restart together, five times
+    const restarting = ['h1', 'h2', 'h3', 'h4'];
+    const agents = await start({ etcd: { ...etcd!.connection(), callTimeoutMs: 3000 }, hosts: [...restarting, 'h5'], maxTxnOps: 1 });
+    const errors: string[] = [];
+    agents.on('error', (e) => errors.push(`${e.host} ${e.op}: ${e.error.message}`));
+    let bound = 0;
+    let restarted = false;
+    const bindings = (async () => {
+      while (!restarted || bound < 20) await own!.put(keys.port('h5', `p${++bound}`)).value(binding(bound % 250));
+    })();
+    try {
+      for (let round = 0; round < 5; round++) await Promise.all(restarting.map((h) => agents.agent(h).restart()));
+    } finally {
+      restarted = true;
+      await bindings;
+    }
+    await waitFor(async () => (await readPrefix(own!, keys.statePort('h5', ''))).size === bound, { what: 'every h5 port confirmed' });
+    expect(errors).toEqual([]);
+    for (const h of restarting) {
+      expect(agents.agent(h).state).toBe('running');
+      expect(await own!.get(keys.stateAlive(h)).string()).toBe('1');
+    }
+    // the restarted agents still watch: a new binding is confirmed
+    const later = confirmedOf(agents, 'q1');
+    await own!.put(keys.port('h1', 'q1')).value(binding(1));
+    await later;
   });
 });
 

@@ -4,19 +4,25 @@
  * server cannot listen, served while running, closed by stop), and
  * `runtimeSource`: roles from the supervisor's children, live role events
  * from XState inspection, leader changes between two runtimes, port moves,
- * host events, applied keys, and close() removing every listener.
+ * host events, applied keys, and close() removing every listener; and, on
+ * an etcd with authentication on, a role's election refused while the role
+ * stays a follower, shown live.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { Range, type Etcd3 } from 'etcd3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { machines } from '../machines/index.ts';
 import { startAgents } from '../src/agents.ts';
+import { createEtcdClient } from '../src/etcd.ts';
+import { applyRoles, CONTROLLER_ROLE } from '../src/etcd-roles.ts';
 import { PortwireError, ValidationError } from '../src/errors.ts';
 import { runtimeSource } from '../src/inspector/runtime-source.ts';
 import type { InspectorEvent } from '../src/inspector/source.ts';
 import { JOURNAL_FILE } from '../src/journal.ts';
+import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import type { RuntimeOptions } from '../src/options.ts';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import type { Port } from '../src/types.ts';
@@ -155,5 +161,62 @@ describe('runtimeSource', () => {
     await waitFor(() => leaderOf(b, 'forwarder'), { what: 'b leads' });
     expect(source.roles().find((r) => r.id === 'forwarder')).toMatchObject({ leader: true, holder: 'runtime-b' });
     expect(events).toContainEqual(expect.objectContaining({ kind: 'leader', role: 'forwarder', leader: true, holder: 'runtime-b' }));
+  });
+});
+
+describe('runtimeSource under etcd authentication', () => {
+  let etcd: ManagedEtcd | undefined;
+  let admin: Etcd3 | undefined;
+
+  beforeAll(async () => {
+    etcd = await startManagedEtcd({ auth: { rootPassword: 'root-secret' } });
+    admin = createEtcdClient(etcd.connection());
+  });
+
+  afterAll(async () => {
+    admin?.close();
+    await etcd?.stop();
+  });
+
+  it("shows a follower's refused election live, though the role's own state does not change", async () => {
+    const prefix = '/pw-src-refused';
+    const controller = { user: 'ctl-src', password: 'ctl-src-pw', role: `${CONTROLLER_ROLE}-src` };
+    await applyRoles(admin!, { prefix, controller });
+    // runtime-a (full rights) leads every role; runtime-b, least-privilege, follows
+    const a = await started(options(prefix, { etcd: etcd!.connection(), holderId: 'runtime-a' }));
+    await waitFor(() => leaderOf(a, 'forwarder'), { what: 'a leads' });
+    const b = await started(
+      options(prefix, {
+        etcd: { endpoints: etcd!.endpoints, auth: { username: controller.user, password: controller.password }, callTimeoutMs: 3000 },
+        holderId: 'runtime-b',
+        refusedRetryMs: 300,
+      }),
+    );
+    const source = runtimeSource(b);
+    cleanups.push(() => source.close());
+    const events: InspectorEvent[] = [];
+    source.subscribe((e) => events.push(e));
+    await waitFor(() => b.status().roles.forwarder.holder === 'runtime-a', { what: 'holder a seen by b' });
+    expect(source.roles().find((r) => r.id === 'forwarder')).toMatchObject({ state: 'follower', leader: false });
+    expect(source.roles().find((r) => r.id === 'forwarder')?.error).toBeUndefined();
+
+    // the controller keeps reading election/ but may no longer write it: b's next campaign is refused
+    const election = Range.prefix(`${prefix}/election/`);
+    await admin!.role(controller.role).revoke({ permission: 'Readwrite', range: election });
+    await admin!.role(controller.role).grant({ permission: 'Read', range: election });
+    await a.stop();
+
+    const refused = await waitFor(() => events.find((e) => e.kind === 'role' && e.role === 'forwarder' && e.error), { what: 'refusal event', timeoutMs: 5000 });
+    expect(refused).toMatchObject({ kind: 'role', role: 'forwarder', state: 'follower' });
+    expect(refused.kind === 'role' && refused.error).toBe(`ETCD_PERMISSION: etcd permission denied: write ${prefix}/election/forwarder`);
+    // the role machine itself never left follower: only its election moved
+    const forwarderStates = events.filter((e) => e.kind === 'role' && e.role === 'forwarder').map((e) => (e.kind === 'role' ? e.state : undefined));
+    expect(new Set(forwarderStates)).toEqual(new Set(['follower']));
+    expect(b.status().roles.forwarder).toMatchObject({ state: 'follower', leader: false, error: { code: 'ETCD_PERMISSION' } });
+    expect(source.roles().find((r) => r.id === 'forwarder')?.error).toBe(refused.kind === 'role' ? refused.error : '');
+    // the return watcher's election is refused the same way
+    await waitFor(() => events.some((e) => e.kind === 'role' && e.role === 'return-watcher' && e.error?.includes(`${prefix}/election/return-watcher`)), {
+      what: 'return-watcher refusal event',
+    });
   });
 });

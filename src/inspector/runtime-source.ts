@@ -2,8 +2,10 @@
  * The inspector's view of a running {@link Runtime}: an {@link InspectorSource}
  * reading the runtime's status, its port registry and its supervisor actor,
  * and turning what happens into inspector events:
- * - `role`: an `@xstate.snapshot` inspection event of the supervisor or one
- *   of its role actors whose state value changed (from {@link Runtime.onInspect});
+ * - `role`: an `@xstate.snapshot` inspection event of the supervisor, one of
+ *   its role actors or a role's election child that changed the role's row:
+ *   its state value or its refusal (`error`, the role's own or its
+ *   election's, as in `status()`) (from {@link Runtime.onInspect});
  * - `leader`: the runtime's `leader`, `follower` and `leaderSeen` events;
  * - `port`: the registry's `portTransition` events (leader and followers alike);
  * - `host`: portBound, portStalled, portRecovered, portUnbound, portStatus,
@@ -15,6 +17,7 @@
  * the runtime does so itself when given the `inspector` option.
  */
 import type { AnyActorRef, InspectionEvent } from 'xstate';
+import type { RefusalInfo } from '../../machines/election.ts';
 import { machines } from '../../machines/index.ts';
 import { FORWARDER_ROLE } from '../forwarder.ts';
 import { RESYNC_ROLE } from '../resync.ts';
@@ -39,6 +42,29 @@ const ROLES = [
 ] as const satisfies readonly { child: string; role: string; machine: keyof typeof machines }[];
 
 const ROLE_OF_CHILD = new Map<string, string>(ROLES.map((r) => [r.child, r.role]));
+
+/** Id of the election child of every role actor. */
+const ELECTION_CHILD = 'election';
+
+/** What the source reads of a role actor's (or its election's) snapshot. */
+interface RoleSnapshot {
+  value?: unknown;
+  context?: { error?: RefusalInfo };
+  children?: Record<string, AnyActorRef | undefined>;
+}
+
+/**
+ * A role's refusal as `status()` shows it: the role's own, else its
+ * election's (`election`, when given, is the election's newest snapshot).
+ */
+function roleError(role: RoleSnapshot, election?: RoleSnapshot): RefusalInfo | undefined {
+  const child = election ?? (role.children?.[ELECTION_CHILD]?.getSnapshot() as RoleSnapshot | undefined);
+  return role.context?.error ?? child?.context?.error;
+}
+
+/** Compares role rows: the state value and the refusal. */
+const rowKey = (state: unknown, error: RefusalInfo | undefined): string =>
+  JSON.stringify([state, error ? `${error.code}: ${error.message}` : null]);
 
 /** Runtime events passed on as `host` events. */
 const HOST_EVENTS = ['portBound', 'portStalled', 'portRecovered', 'portUnbound', 'portStatus', 'hostAlive', 'hostDead'] as const;
@@ -68,14 +94,15 @@ export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } 
     offs.push(() => (rt.off as (t: string, l: (...args: unknown[]) => void) => void)(type, listener));
   };
 
-  // role actors: one event per change of state value (from the values now)
-  const lastValue = new Map<string, string>();
+  // role actors: one event per change of a role's row (state value and refusal), from the rows now;
+  // a role's election child is watched too: it can be refused while the role stays a follower
+  const lastRow = new Map<string, string>();
   const root = rt.actor?.getSnapshot();
   if (root) {
-    lastValue.set('supervisor', JSON.stringify(root.value));
+    lastRow.set('supervisor', rowKey(root.value, undefined));
     for (const r of ROLES) {
-      const child = root.children[r.child];
-      if (child) lastValue.set(r.role, JSON.stringify(child.getSnapshot().value));
+      const child = root.children[r.child] as AnyActorRef | undefined;
+      if (child) lastRow.set(r.role, rowKey(child.getSnapshot().value, roleError(child.getSnapshot())));
     }
   }
   offs.push(
@@ -84,13 +111,25 @@ export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } 
       const root = rt.actor;
       if (!root) return;
       const ref = e.actorRef as AnyActorRef;
-      const role = ref === root ? 'supervisor' : ref._parent === root ? ROLE_OF_CHILD.get(ref.id) : undefined;
+      const parent = ref._parent as AnyActorRef | undefined;
+      let role: string | undefined;
+      let snapshot: RoleSnapshot;
+      if (ref === root) {
+        role = 'supervisor';
+        snapshot = e.snapshot as RoleSnapshot;
+      } else if (parent === root) {
+        role = ROLE_OF_CHILD.get(ref.id);
+        snapshot = e.snapshot as RoleSnapshot;
+      } else if (ref.id === ELECTION_CHILD && parent && parent._parent === root) {
+        role = ROLE_OF_CHILD.get(parent.id);
+        snapshot = parent.getSnapshot() as RoleSnapshot;
+      } else return;
       if (role === undefined) return;
-      const state = (e.snapshot as { value?: unknown }).value;
-      const key = JSON.stringify(state);
-      if (lastValue.get(role) === key) return;
-      lastValue.set(role, key);
-      const refusal = (e.snapshot as { context?: { error?: { code: string; message: string } } }).context?.error;
+      const state = snapshot.value;
+      const refusal = role === 'supervisor' ? undefined : roleError(snapshot, ref.id === ELECTION_CHILD ? (e.snapshot as RoleSnapshot) : undefined);
+      const key = rowKey(state, refusal);
+      if (lastRow.get(role) === key) return;
+      lastRow.set(role, key);
       hub.emit({ kind: 'role', at: now(), role, state, event: e.event.type, ...(refusal ? { error: `${refusal.code}: ${refusal.message}` } : {}) });
     }),
   );
