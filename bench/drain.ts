@@ -4,8 +4,11 @@
  *  (a) raw etcd: 128-op put txns (no compare) with the project's own client
  *      (`createEtcdClient`), 4 and 16 in flight — the physical limit;
  *  (b) portwire: N port binds journaled through `rt.bindPort` with 1,000 calls
- *      in flight (a sliding window), then drained into etcd by the forwarder;
- *      the result is read back with an independent client;
+ *      in flight (a sliding window), then drained into etcd by the forwarder
+ *      (the resync and return-watcher roles off: they are measured apart);
+ *      the result is read back with an independent client; without
+ *      `--quick`, (b) runs again with the return watcher on in the draining
+ *      process, which then also tracks every binding it drains as a port;
  *  (c) the reference's strategy: one put per entry, awaited one at a time.
  *
  * Between parts etcd is emptied, compacted and defragmented (see
@@ -294,9 +297,11 @@ async function portwire(
   callsInFlight: number,
   track: (rt: Runtime) => void,
   signing?: SigningOptions,
+  returnWatcher = false,
 ): Promise<PortwireFigures> {
   const logger = pino({ level: 'warn' }, pino.destination(2));
-  const common = { etcd: { endpoints: etcd.endpoints }, prefix, dataDir, logger, signing };
+  // the return watcher is off unless asked: with it, this process also tracks every binding it drains as a port
+  const common = { etcd: { endpoints: etcd.endpoints }, prefix, dataDir, logger, signing, returnWatcher: { enabled: returnWatcher } };
 
   // the resync role is benchmarked separately and would otherwise run a full resync when it gains leadership in the middle of the measured drain
   const writer = createRuntime({ ...common, forwarder: false, resync: { enabled: false } });
@@ -466,6 +471,18 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
       await reset();
     }
 
+    let watched: PortwireFigures | undefined;
+    if (!quick) {
+      step(`(b) again with the return watcher on: ${fmt(n)} binds journaled, then drained`);
+      const watchedDir = mkdtempSync(join(tmpdir(), 'portwire-bench-drain-watched-'));
+      dirs.push(watchedDir);
+      watched = await portwire(etcd, `${run}/portwire-watched`, watchedDir, n, callsInFlight, (rt) => runtimes.push(rt), undefined, true);
+      if (!watched.verify.ok) {
+        throw new Error(`etcd does not hold exactly the ${n} keys: ${JSON.stringify(watched.verify)}`);
+      }
+      await reset();
+    }
+
     step(`(c) reference strategy: ${fmt(refKeys)} puts, one at a time`);
     const ref = await onePutAtATime(client, etcd.pid, `${run}/reference`, refKeys);
     await reset();
@@ -522,6 +539,17 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
             `${fmt(signed.drain.keysPerSec / pw.drain.keysPerSec, 2)} × unsigned; ${eldText(signed.drain.eventLoopDelayMs)}`,
           ]]
         : []),
+      ...(watched
+        ? [[
+            '(b) drain, return watcher on in the same process',
+            fmt(n),
+            fmt(watched.drain.ms / 1000, 2),
+            fmt(watched.drain.keysPerSec),
+            cpu(watched.drain),
+            fmt(watched.drain.otherCores, 2),
+            `${fmt(watched.drain.keysPerSec / pw.drain.keysPerSec, 2)} × without; ${eldText(watched.drain.eventLoopDelayMs)}`,
+          ]]
+        : []),
       ['(c) reference: 1 put, awaited 1 at a time', fmt(ref.keys), fmt(ref.ms / 1000, 2), fmt(ref.keysPerSec), cpu(ref), fmt(ref.otherCores, 2), ''],
     ];
     const loadAfter = load();
@@ -532,6 +560,7 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
       drainOverRaw4: pw.drain.keysPerSec / raw4.keysPerSec,
       drainOverReference: vsRef,
       ...(signed ? { signedOverUnsigned: signed.drain.keysPerSec / pw.drain.keysPerSec } : {}),
+      ...(watched ? { returnWatcherOnOverOff: watched.drain.keysPerSec / pw.drain.keysPerSec } : {}),
     };
     console.log(formatTable(rows));
     console.log(`load average (1/5/15 min) before ${loadBefore.join(' / ')}, after ${loadAfter.join(' / ')} on ${cpus().length} cpus`);
@@ -571,6 +600,7 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
         raw: { inFlight4: raw4, inFlight16: raw16, inFlight16Again: raw16b },
         portwire: pw,
         ...(signed ? { portwireSigned: signed } : {}),
+        ...(watched ? { portwireReturnWatcherOn: watched } : {}),
         reference: ref,
         ratios,
         loadAverage: { before: loadBefore, after: loadAfter },

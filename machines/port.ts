@@ -41,7 +41,9 @@
  *
  * The stall timer is a delayed event, not kept in snapshots: a re-hydrated
  * port (through `init`, with `notified`/`status` from a durable record) that
- * is still unconfirmed waits a full `stallMs` again.
+ * is still unconfirmed waits a full `stallMs` again — or `stallLeftMs`, when
+ * the registry kept the deadline of the same waiting binding; leaving `wired`
+ * drops it, so any later wait is a full `stallMs`.
  */
 import { assign, enqueueActions, setup } from 'xstate';
 
@@ -119,6 +121,8 @@ export interface PortInput {
   facts: PortFacts;
   /** Time a binding may stay unconfirmed before `stalled`. */
   stallMs: number;
+  /** What is left of the first wait in `wired` (a deadline kept while the port had no actor). */
+  stallLeftMs?: number;
   /** Binding already announced to the host (from a durable record): never announced again. */
   notified?: BindingId;
   /** Status already reported to the host. */
@@ -128,6 +132,8 @@ export interface PortInput {
 export interface PortContext {
   portId: string;
   stallMs: number;
+  /** The first wait in `wired`, when shorter than `stallMs` (see {@link PortInput}). */
+  stallLeftMs: number | undefined;
   /** The port's current facts (the last FACTS, or the input's). */
   facts: PortFacts;
   /** The single binding tracked in wired, stalled and active (the stall timer's binding in wired). */
@@ -231,13 +237,14 @@ export const portMachine = setup({
     vanished: ({ context, event }) => context.notified !== undefined && kind(context, event).kind === 'none',
   },
   delays: {
-    stall: ({ context }) => context.stallMs,
+    stall: ({ context }) => context.stallLeftMs ?? context.stallMs,
   },
 }).createMachine({
   id: 'port',
   context: ({ input }) => ({
     portId: input.portId,
     stallMs: input.stallMs,
+    stallLeftMs: input.stallLeftMs,
     facts: input.facts,
     binding: undefined,
     notified: input.notified,
@@ -269,6 +276,7 @@ export const portMachine = setup({
     },
     wired: {
       entry: 'track',
+      exit: assign({ stallLeftMs: undefined }),
       after: { stall: 'stalled' },
       on: {
         FACTS: [

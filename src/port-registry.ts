@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import {
   classify,
   portMachine,
+  sameBinding,
   type BindingId,
   type PortFacts,
   type PortInput,
@@ -53,6 +54,9 @@ interface PortEntry {
   status?: PortStatus;
   /** Recent transitions (live ports only; trimmed). */
   history?: { at: number; from: string; to: string; event: string }[];
+  /** A wired record (no actor): when its stall timer fires, and for which binding. */
+  stallAt?: number;
+  stallFor?: BindingId;
 }
 
 /** Options of a {@link PortRegistry}. */
@@ -93,6 +97,14 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   private pending?: Map<string, PortFacts>;
   private bulk: Promise<void> = Promise.resolve();
   private readonly machine;
+  /**
+   * The stall deadlines of wired records, in the order they were set (one
+   * `stallMs` after now, so in time order), checked lazily against the entry;
+   * one timer for the earliest.
+   */
+  private stalls: { id: string; at: number }[] = [];
+  private stallHead = 0;
+  private stallTimer?: ReturnType<typeof setTimeout>;
   /** One inert scope reused by every {@link settleWithoutActor} (xstate's `initialTransition` builds an actor and a system per call). */
   private readonly scope: { actions: ExecutableActionObject[]; get: () => ActorScope<never, never> };
 
@@ -247,14 +259,17 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   follow(): void {
     if (!this.leading) return;
     this.leading = false;
+    this.dropStalls();
     for (const [id, entry] of this.entries) {
       this.release(entry);
+      entry.stallAt = entry.stallFor = undefined;
       this.setState(id, entry, stateOfFacts(entry.facts), 'follow');
     }
   }
 
   /** Forgets every port (the watch ended for good). */
   clear(): void {
+    this.dropStalls();
     for (const e of this.entries.values()) this.release(e);
     this.entries.clear();
     this.counts.clear();
@@ -343,7 +358,10 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   /**
    * The machine's own pure initial transition from the record: when it lands
    * in a settled state with no timer to run, its announcements are made and
-   * the port stays a record (no actor is ever created for it).
+   * the port stays a record (no actor is ever created for it). When it lands
+   * in `wired`, whose only timer is the stall, the record keeps the deadline
+   * instead (the same binding keeps it, another one restarts it): the port
+   * gets an actor only if the deadline passes unconfirmed.
    */
   private settleWithoutActor(id: string, entry: PortEntry): boolean {
     this.scope.actions.length = 0;
@@ -351,17 +369,82 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     // taken out before running them: an announcement's listener may settle another port
     const actions = this.scope.actions.splice(0);
     const value = String(snap.value);
-    if (!SETTLED.has(value) || actions.some((a) => a.type === 'xstate.raise')) return false;
-    for (const a of actions) a.exec?.(a.info, a.params);
+    const wired = value === 'wired';
+    if (!wired && (!SETTLED.has(value) || actions.some((a) => a.type === 'xstate.raise'))) return false;
+    for (const a of actions) if (a.type !== 'xstate.raise') a.exec?.(a.info, a.params);
+    let restarted = false;
+    if (wired) {
+      const binding = snap.context.binding;
+      if (entry.state !== 'wired' || entry.stallAt === undefined || !sameBinding(entry.stallFor, binding)) {
+        entry.stallFor = binding;
+        entry.stallAt = this.o.now() + this.o.stallMs;
+        restarted = true;
+      }
+    } else {
+      entry.stallAt = entry.stallFor = undefined;
+    }
     this.setState(id, entry, value, 'facts');
     entry.notified = snap.context.notified;
     entry.status = snap.context.status;
-    if (value !== 'active') this.forget(id, entry);
+    if (restarted) this.queueStall(id, entry.stallAt!);
+    if (value !== 'active' && !wired) this.forget(id, entry);
     return true;
   }
 
-  private hydrate(id: string, entry: PortEntry): Actor<typeof portMachine> {
-    const actor = createActor(this.machine, { input: this.input(id, entry) });
+  private queueStall(id: string, at: number): void {
+    this.stalls.push({ id, at });
+    this.armStall();
+  }
+
+  /** Arms the one timer for the earliest deadline still standing. */
+  private armStall(): void {
+    if (this.stallTimer) return;
+    while (this.stallHead < this.stalls.length && !this.stallStands(this.stalls[this.stallHead])) this.stallHead++;
+    if (this.stallHead >= this.stalls.length) {
+      this.stalls = [];
+      this.stallHead = 0;
+      return;
+    }
+    const head = this.stalls[this.stallHead];
+    this.stallTimer = setTimeout(() => this.fireStalls(), Math.max(0, head.at - this.o.now()));
+  }
+
+  private stallStands(s: { id: string; at: number }): boolean {
+    const entry = this.entries.get(s.id);
+    return entry !== undefined && !entry.actor && entry.state === 'wired' && entry.stallAt === s.at;
+  }
+
+  /** Wired records whose deadline passed get an actor, whose stall timer then fires at once. */
+  private fireStalls(): void {
+    this.stallTimer = undefined;
+    const now = this.o.now();
+    while (this.stallHead < this.stalls.length && this.stalls[this.stallHead].at <= now) {
+      const s = this.stalls[this.stallHead++];
+      if (!this.leading || !this.stallStands(s)) continue;
+      const entry = this.entries.get(s.id)!;
+      entry.actor = this.hydrate(s.id, entry, 0);
+      entry.stallAt = entry.stallFor = undefined;
+      this.observe(s.id, entry, 'stall');
+    }
+    if (this.stallHead > 4096 && this.stallHead * 2 > this.stalls.length) {
+      this.stalls = this.stalls.slice(this.stallHead);
+      this.stallHead = 0;
+    }
+    this.armStall();
+  }
+
+  private dropStalls(): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    this.stalls = [];
+    this.stallHead = 0;
+  }
+
+  /** @param stallLeftMs what is left of a wired record's deadline */
+  private hydrate(id: string, entry: PortEntry, stallLeftMs?: number): Actor<typeof portMachine> {
+    const input = this.input(id, entry);
+    if (stallLeftMs !== undefined) input.stallLeftMs = stallLeftMs;
+    const actor = createActor(this.machine, { input });
     actor.subscribe({ error: (err) => this.o.log.error({ err, port: id }, 'port actor failed') });
     actor.start();
     this.live++;

@@ -304,6 +304,26 @@ describe('port machine: scenarios', () => {
     expect(port.log).toEqual([{ type: 'stalled', binding: h1 }]);
   });
 
+  it('waits stallLeftMs in its first wired state only (a deadline kept by the registry), then full stallMs', () => {
+    const port = startPort({ facts: sample.wired, stallLeftMs: 100 });
+    expect(port.value()).toBe('wired');
+    port.clock.increment(99);
+    expect(port.value()).toBe('wired');
+    port.clock.increment(1);
+    expect(port.value()).toBe('stalled');
+    // another binding waits the full time again
+    port.send(sample.rebound);
+    expect(port.value()).toBe('wired');
+    port.clock.increment(STALL_MS - 1);
+    expect(port.value()).toBe('wired');
+    port.clock.increment(1);
+    expect(port.value()).toBe('stalled');
+    expect(port.log).toEqual([
+      { type: 'stalled', binding: h1 },
+      { type: 'stalled', binding: h1Rebound },
+    ]);
+  });
+
   it('keeps the stall timer running through identical (and irrelevant) facts', () => {
     const port = startPort();
     port.send(sample.wired);

@@ -12,7 +12,7 @@ import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { startAgents, type Agents } from '../src/agents.ts';
 import type { RuntimeOptions } from '../src/options.ts';
 import type { Port, Segment } from '../src/types.ts';
-import { etcdEndpoints, uniquePrefix, waitFor } from './helpers/etcd.ts';
+import { etcdEndpoints, newClient, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { killAllChildren, RuntimeChild } from './helpers/child.ts';
 import { rng } from './helpers/rng.ts';
 
@@ -209,6 +209,42 @@ describe('return watcher', () => {
     await rt.unbindPort({ port: p, host: 'dst' });
     await waitFor(() => events.find((e) => e.type === 'portUnbound'), { what: 'unbound' });
     expect(events.filter((e) => e.type === 'portUnbound').map((e) => e.host)).toEqual(['dst']);
+  });
+
+  it('waiting ports are records until their stall deadline; the same binding keeps it, another restarts it', async () => {
+    const prefix = uniquePrefix('rw-deadline');
+    const stallMs = 1200;
+    const { rt, events } = await runtime(options(prefix, mkdtempSync(join(tmpdir(), 'pw-rw-')), { returnWatcher: { stallMs } }));
+    await waitFor(() => rt.status().roles['return-watcher'].leader, { what: 'leading the return watcher' });
+    const ids = Array.from({ length: 10 }, (_, i) => `d${i}`);
+    const t0 = Date.now();
+    await bindAll(rt, ids, () => 'no-agent-1');
+    await waitFor(() => rt.status().ports.states.wired === 10, { what: '10 ports wired' });
+    // no agent answers: every port waits, and none needs an actor for that
+    expect(rt.status().ports.liveActors).toBe(0);
+
+    // part of the wait is the scenario itself: the changes below come well inside the first deadline
+    await waitFor(() => Date.now() >= t0 + stallMs / 2, { what: 'half the stall time', timeoutMs: stallMs });
+    const tChange = Date.now();
+    await rt.transaction((tx) => {
+      tx.unbindPort({ port: port('d0', 0), host: 'no-agent-1', segment });
+      tx.bindPort({ port: port('d0', 0), segment, host: 'no-agent-2' });
+    });
+    // d1 gets a state key from another host: its facts change, its waiting binding does not
+    const client = newClient();
+    cleanups.push(async () => client.close());
+    await client.put(`${prefix}/state/elsewhere/ports/d1`).value(JSON.stringify({ bind_type: 'vhostuser', mac: null, iface_idx: 1 }));
+
+    await waitFor(() => events.filter((e) => e.type === 'portStalled').length === 10, { what: '10 stalled', timeoutMs: 10_000 });
+    const stalledAt = new Map(events.filter((e) => e.type === 'portStalled').map((e) => [e.port, e.at]));
+    // the first deadline stands for d1..d9 (d1's unrelated change did not restart it) ...
+    for (const id of ids.slice(1)) expect(stalledAt.get(id)! - tChange, id).toBeLessThan(stallMs - 100);
+    // ... and d0's rebinding on another host restarted it
+    expect(stalledAt.get('d0')! - tChange).toBeGreaterThanOrEqual(stallMs - 20);
+    expect(events.find((e) => e.type === 'portStalled' && e.port === 'd0')?.host).toBe('no-agent-2');
+    // stalled ports are live actors: they remember to announce a recovery
+    expect(rt.status().ports.liveActors).toBe(10);
+    expect(rt.status().ports.states.stalled).toBe(10);
   });
 
   it('maps agent-reported status to portStatus, and tells a stalled port and its recovery', async () => {
