@@ -503,6 +503,19 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
       `${fmt(t.clientCpuUsPerKey)} / ${Number.isFinite(t.etcdCpuUsPerKey) ? fmt(t.etcdCpuUsPerKey) : '-'}`;
     const eldText = (e: { p50: number; p99: number; max: number }): string =>
       `event loop p50 ${fmt(e.p50, 1)} / p99 ${fmt(e.p99, 1)} / max ${fmt(e.max, 1)} ms`;
+    /** A row for a rerun of (b), compared with the plain drain of the same run. */
+    const variantRow = (label: string, v: PortwireFigures | undefined, than: string): string[][] =>
+      v
+        ? [[
+            label,
+            fmt(n),
+            fmt(v.drain.ms / 1000, 2),
+            fmt(v.drain.keysPerSec),
+            cpu(v.drain),
+            fmt(v.drain.otherCores, 2),
+            `${fmt(v.drain.keysPerSec / pw.drain.keysPerSec, 2)} × ${than}; ${eldText(v.drain.eventLoopDelayMs)}`,
+          ]]
+        : [];
     const rows = [
       ['measure', 'keys', 'time s', 'keys/s', 'CPU µs/key: bench / etcd', 'others, cores', 'notes'],
       ['(a) raw 128-op txns, 4 in flight', fmt(raw4.keys), fmt(raw4.ms / 1000, 2), fmt(raw4.keysPerSec), cpu(raw4), fmt(raw4.otherCores, 2), ''],
@@ -528,28 +541,8 @@ export async function runDrain(options: DrainBenchOptions = {}): Promise<Scenari
         `start→leader ${fmt(pw.drain.startToLeaderMs)} ms, leader→1st txn acked ${fmt(pw.drain.leaderToFirstAppliedMs)} ms`,
       ],
       ['(b) this process idle, 1 s before the drain', '', '', '', '', '', eldText(pw.drain.idleEventLoopDelayMs)],
-      ...(signed
-        ? [[
-            '(b) drain, signed values (Ed25519 JWS)',
-            fmt(n),
-            fmt(signed.drain.ms / 1000, 2),
-            fmt(signed.drain.keysPerSec),
-            cpu(signed.drain),
-            fmt(signed.drain.otherCores, 2),
-            `${fmt(signed.drain.keysPerSec / pw.drain.keysPerSec, 2)} × unsigned; ${eldText(signed.drain.eventLoopDelayMs)}`,
-          ]]
-        : []),
-      ...(watched
-        ? [[
-            '(b) drain, return watcher on in the same process',
-            fmt(n),
-            fmt(watched.drain.ms / 1000, 2),
-            fmt(watched.drain.keysPerSec),
-            cpu(watched.drain),
-            fmt(watched.drain.otherCores, 2),
-            `${fmt(watched.drain.keysPerSec / pw.drain.keysPerSec, 2)} × without; ${eldText(watched.drain.eventLoopDelayMs)}`,
-          ]]
-        : []),
+      ...variantRow('(b) drain, signed values (Ed25519 JWS)', signed, 'unsigned'),
+      ...variantRow('(b) drain, return watcher on in the same process', watched, 'without'),
       ['(c) reference: 1 put, awaited 1 at a time', fmt(ref.keys), fmt(ref.ms / 1000, 2), fmt(ref.keysPerSec), cpu(ref), fmt(ref.otherCores, 2), ''],
     ];
     const loadAfter = load();
