@@ -3,17 +3,18 @@
  * deletes, batch limits by ops and bytes, and oversize flags.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+
+
 import { Journal } from '../src/journal.ts';
 import drainWindow, { OP_DELETE, OP_DELETE_PREFIX, OP_OVERSIZE, OP_PUT, type DrainWindow } from '../src/drain-window.ts';
+import { tempDir } from './helpers/temp.ts';
 
 let dir: string;
 let journal: Journal;
 
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pw-window-'));
+  dir = tempDir('pw-window-');
   journal = Journal.open(dir);
 });
 afterEach(async () => {

@@ -6,9 +6,9 @@
  * and heals by itself, and an agent identity cannot write what is not its own.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+
+
 import { Etcd3, type IRequestOp } from 'etcd3';
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { applyRoles, controllerPermissions, CONTROLLER_ROLE, etcdctlCommands } from '../src/etcd-roles.ts';
@@ -23,6 +23,7 @@ import type { RuntimeOptions } from '../src/options.ts';
 import type { Port, Segment } from '../src/types.ts';
 import { readPrefix, waitFor } from './helpers/etcd.ts';
 import { startTcpProxy } from './helpers/tcp-proxy.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const ROOT_PASSWORD = 'root-secret';
 const HOSTS = ['h1', 'h2'];
@@ -82,7 +83,7 @@ function runtimeOptions(prefix: string, etcdOptions: EtcdConnectionOptions, more
   return {
     etcd: etcdOptions,
     prefix,
-    dataDir: mkdtempSync(join(tmpdir(), 'pw-access-')),
+    dataDir: tempDir('pw-access-'),
     electionTtlMs: 2000,
     refusedRetryMs: 300,
     ...more,
@@ -297,7 +298,7 @@ describe('etcd TLS', () => {
   let pkiDir: string;
 
   beforeAll(async () => {
-    pkiDir = mkdtempSync(join(tmpdir(), 'pw-access-pki-'));
+    pkiDir = tempDir('pw-access-pki-');
     pki = await createPki(pkiDir, { clients: ['portwire'] });
     tlsEtcd = await startManagedEtcd({ tls: { ...pki.server, clientCertAuth: true } });
   });

@@ -6,9 +6,9 @@
  * the key) after every unknown outcome, so such a late txn is refused.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+
+
+
 import type { Etcd3 } from 'etcd3';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { fencedTxn, renewEpoch } from '../src/etcd.ts';
@@ -18,6 +18,7 @@ import { etcdEndpoints, newClient, uniquePrefix, waitFor } from './helpers/etcd.
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
 import { segment } from './helpers/workload.ts';
 import type { Port } from '../src/types.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const port = (id: string, i: number): Port => ({
   id,
@@ -88,7 +89,7 @@ describe('fence epochs', () => {
     rt = createRuntime({
       etcd: { endpoints: [proxy.url], callTimeoutMs: 500 },
       prefix,
-      dataDir: mkdtempSync(join(tmpdir(), 'pw-epoch-')),
+      dataDir: tempDir('pw-epoch-'),
       electionTtlMs: 10_000,
       resync: { enabled: false },
       returnWatcher: { enabled: false },

@@ -4,9 +4,9 @@
  * request size) that must be dead-lettered without holding back other keys.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+
+
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { createRuntime } from '../src/runtime.ts';
 import { keyLayout } from '../src/keys.ts';
@@ -14,6 +14,7 @@ import { bindingValue, vifType } from '../src/mech.ts';
 import type { Port } from '../src/types.ts';
 import { newClient, readPrefix } from './helpers/etcd.ts';
 import { segment } from './helpers/workload.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -23,7 +24,7 @@ afterEach(async () => {
 async function setup(name: string, etcdArgs: string[] = [], options: Parameters<typeof createRuntime>[0] = {}) {
   const etcd = await startManagedEtcd({ extraArgs: etcdArgs });
   cleanups.push(() => etcd.stop());
-  const dataDir = mkdtempSync(join(tmpdir(), `pw-${name}-`));
+  const dataDir = tempDir(`pw-${name}-`);
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const prefix = `/pw-${name}`;
   const rt = createRuntime({

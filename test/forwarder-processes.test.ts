@@ -4,21 +4,22 @@
  * a SIGSTOPped leader whose late writes etcd must refuse (fencing).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+
+
 import type { IKeyValue } from 'etcd3';
 import { keyLayout } from '../src/keys.ts';
 import type { RuntimeOptions } from '../src/options.ts';
 import { RuntimeChild, killAllChildren, type ChildEvent } from './helpers/child.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix } from './helpers/etcd.ts';
 import { mergeExpected, portWorkload, segment } from './helpers/workload.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const TTL_MS = 2000;
 const dirs: string[] = [];
 
 function setup(name: string): { options: RuntimeOptions; prefix: string } {
-  const dataDir = mkdtempSync(join(tmpdir(), `pw-${name}-`));
+  const dataDir = tempDir(`pw-${name}-`);
   dirs.push(dataDir);
   const prefix = uniquePrefix(name);
   return {

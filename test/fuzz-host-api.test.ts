@@ -12,16 +12,15 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { PortwireError, ValidationError } from '../src/errors.ts';
 import { Journal } from '../src/journal.ts';
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { newClient, waitFor } from './helpers/etcd.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const SEED = Number(process.env.PORTWIRE_FUZZ_SEED ?? 20_260_611);
 const RUNS = Number(process.env.PORTWIRE_FUZZ_RUNS ?? 6000);
@@ -723,7 +722,7 @@ const runtimes = new Set<Runtime>();
 beforeAll(async () => {
   etcd = await startManagedEtcd();
   client = newClient(etcd.endpoints);
-  dataDir = mkdtempSync(join(tmpdir(), 'pw-fuzz-'));
+  dataDir = tempDir('pw-fuzz-');
 });
 
 afterAll(async () => {

@@ -9,9 +9,9 @@
  * inspector's origin. Skipped (with a message) only when Chromium is absent
  * and CI is not set.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdirSync, rmSync } from 'node:fs';
+
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { startAgents, type Agents } from '../src/agents.ts';
@@ -22,6 +22,7 @@ import { chromiumMissing, launchChromium } from './helpers/browser.ts';
 import { killAllChildren, RuntimeChild } from './helpers/child.ts';
 import { etcdEndpoints, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { segment } from './helpers/workload.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const WAIT = { timeout: 15_000 };
 const HOST = 'compute-slow';
@@ -63,7 +64,7 @@ describe.skipIf(skip)('inspector of a real runtime, in Chromium', () => {
   });
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'pw-inspector-e2e-'));
+    dataDir = tempDir('pw-inspector-e2e-');
     agents = await startAgents({ etcd: { endpoints: etcdEndpoints() }, prefix, hosts: [HOST], confirmDelayMs: 1500 });
     // B first, so that it leads every role; A (serving the page) follows
     b = await RuntimeChild.start('runtime-b', { ...common(), holderId: 'runtime-b' });

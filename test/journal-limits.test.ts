@@ -7,9 +7,8 @@
  * desired state and appends succeed again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { JournalFullError, ValidationError } from '../src/errors.ts';
@@ -20,6 +19,7 @@ import { createRuntime, type Runtime } from '../src/runtime.ts';
 import type { RuntimeOptions } from '../src/options.ts';
 import type { Port, Segment } from '../src/types.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix } from './helpers/etcd.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const MiB = 1024 ** 2;
 const PORTS = 64;
@@ -124,7 +124,7 @@ function desired(): Map<string, string> {
 }
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'pw-journal-limits-'));
+  dataDir = tempDir('pw-journal-limits-');
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port: closed } = server.address() as { port: number };

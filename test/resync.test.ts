@@ -5,9 +5,9 @@
  * regresses a key, and a deposed leader's repairs are refused.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+
+
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { NotLeaderError } from '../src/errors.ts';
@@ -18,6 +18,7 @@ import type { Port } from '../src/types.ts';
 import { roleLogger, silentLogger } from '../src/logger.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { segment } from './helpers/workload.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -25,7 +26,7 @@ afterEach(async () => {
 });
 
 async function setup(name: string, options: RuntimeOptions = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), `pw-${name}-`));
+  const dataDir = tempDir(`pw-${name}-`);
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const prefix = uniquePrefix(name);
   const rt = createRuntime({ etcd: { endpoints: etcdEndpoints() }, dataDir, prefix, electionTtlMs: 2000, poolSize: 1, ...options });

@@ -5,9 +5,9 @@
  * The agents talk to etcd directly and keep confirming during each fault.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+
+
+
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { startAgents, type Agents } from '../src/agents.ts';
 import { createEtcdClient } from '../src/etcd.ts';
@@ -15,6 +15,7 @@ import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import type { Port, Segment } from '../src/types.ts';
 import { uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const segment: Segment = { id: 'seg-1', network_type: 'vlan', physical_network: 'physnet1', segmentation_id: 100 };
 const port = (id: string, i: number): Port => ({
@@ -57,7 +58,7 @@ async function setup(name: string): Promise<{ prefix: string; rt: Runtime; ag: A
   rt = createRuntime({
     etcd: { endpoints: [proxy.url], callTimeoutMs: 1000 },
     prefix,
-    dataDir: mkdtempSync(join(tmpdir(), 'pw-rwf-')),
+    dataDir: tempDir('pw-rwf-'),
     electionTtlMs: 2000,
     resync: { enabled: false },
     returnWatcher: { stallMs: 600_000, progressIntervalMs: 200, silentMs: 1000, backoffBaseMs: 50 },

@@ -5,9 +5,9 @@
  * live migration, and agent-reported status.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+
+
+
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { startAgents, type Agents } from '../src/agents.ts';
 import type { RuntimeOptions } from '../src/options.ts';
@@ -15,6 +15,7 @@ import type { Port, Segment } from '../src/types.ts';
 import { etcdEndpoints, newClient, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { killAllChildren, RuntimeChild } from './helpers/child.ts';
 import { rng } from './helpers/rng.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const segment: Segment = { id: 'seg-1', network_type: 'vlan', physical_network: 'physnet1', segmentation_id: 100 };
 
@@ -86,7 +87,7 @@ const boundCounts = (events: Ev[]) => {
 describe('return watcher', () => {
   it('announces 5,000 bindings across 20 hosts exactly once, across a restart and a leadership move', { timeout: 240_000 }, async () => {
     const prefix = uniquePrefix('rw-exactly-once');
-    const dataDir = mkdtempSync(join(tmpdir(), 'pw-rw-'));
+    const dataDir = tempDir('pw-rw-');
     // a seeded 2% of bindings is never confirmed by its agent: those must never be announced
     const ag = await agents(prefix, 20, { failureRate: 0.02, random: rng(7) });
     const failed = new Set<string>();
@@ -144,7 +145,7 @@ describe('return watcher', () => {
   it('does not flap when an agent restarts and rewrites its ports', async () => {
     const prefix = uniquePrefix('rw-agent-restart');
     const ag = await agents(prefix, ['h1', 'h2']);
-    const { rt, events } = await runtime(options(prefix, mkdtempSync(join(tmpdir(), 'pw-rw-')), { returnWatcher: { stallMs: 60_000 } }));
+    const { rt, events } = await runtime(options(prefix, tempDir('pw-rw-'), { returnWatcher: { stallMs: 60_000 } }));
     const ids = Array.from({ length: 50 }, (_, i) => `r-${i}`);
     await bindAll(rt, ids, () => 'h1');
     await waitFor(() => boundCounts(events).size === 50, { what: '50 ports bound' });
@@ -163,7 +164,7 @@ describe('return watcher', () => {
   it('reports a dead host within its lease TTL, refuses it at once, and takes it back', async () => {
     const prefix = uniquePrefix('rw-liveness');
     const ag = await agents(prefix, ['h1', 'h2'], { aliveTtlSec: 2 });
-    const { rt, events } = await runtime(options(prefix, mkdtempSync(join(tmpdir(), 'pw-rw-'))));
+    const { rt, events } = await runtime(options(prefix, tempDir('pw-rw-')));
     await waitFor(() => rt.canBind('h1', segment) && rt.canBind('h2', segment), { what: 'hosts alive' });
     expect(rt.canBind('h3', segment)).toBe(false);
     expect(rt.canBind('h1', { ...segment, physical_network: 'physnet9' })).toBe(false);
@@ -188,7 +189,7 @@ describe('return watcher', () => {
   it('follows a live migration: migrating, then active on the destination', async () => {
     const prefix = uniquePrefix('rw-migration');
     await agents(prefix, ['src', 'dst']);
-    const { rt, events } = await runtime(options(prefix, mkdtempSync(join(tmpdir(), 'pw-rw-'))));
+    const { rt, events } = await runtime(options(prefix, tempDir('pw-rw-')));
     const transitions: string[] = [];
     rt.ports!.on('portTransition', (t) => t.port === 'vm-port' && transitions.push(t.to));
     const p = port('vm-port', 5);
@@ -214,7 +215,7 @@ describe('return watcher', () => {
   it('waiting ports are records until their stall deadline; the same binding keeps it, another restarts it', async () => {
     const prefix = uniquePrefix('rw-deadline');
     const stallMs = 1200;
-    const { rt, events } = await runtime(options(prefix, mkdtempSync(join(tmpdir(), 'pw-rw-')), { returnWatcher: { stallMs } }));
+    const { rt, events } = await runtime(options(prefix, tempDir('pw-rw-'), { returnWatcher: { stallMs } }));
     await waitFor(() => rt.status().roles['return-watcher'].leader, { what: 'leading the return watcher' });
     const ids = Array.from({ length: 10 }, (_, i) => `d${i}`);
     const t0 = Date.now();
@@ -250,7 +251,7 @@ describe('return watcher', () => {
   it('maps agent-reported status to portStatus, and tells a stalled port and its recovery', async () => {
     const prefix = uniquePrefix('rw-status');
     const ag = await agents(prefix, ['h1'], { style: 'calico' });
-    const { rt, events } = await runtime(options(prefix, mkdtempSync(join(tmpdir(), 'pw-rw-')), { returnWatcher: { stallMs: 300 } }));
+    const { rt, events } = await runtime(options(prefix, tempDir('pw-rw-'), { returnWatcher: { stallMs: 300 } }));
     await rt.bindPort({ port: port('s1', 1), segment, host: 'h1' });
     expect(await rt.whenActive('s1', { timeoutMs: 10_000 })).toEqual({ host: 'h1', status: 'up' });
     await ag.agent('h1').setStatus('s1', 'down');

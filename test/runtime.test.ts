@@ -4,9 +4,9 @@
  * and invalid input refused with nothing journaled.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+
+
 import type { Etcd3 } from 'etcd3';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { Journal } from '../src/journal.ts';
@@ -15,6 +15,7 @@ import { keyLayout } from '../src/keys.ts';
 import type { BindingLevel, Port, Segment } from '../src/types.ts';
 import vectors from './fixtures/mech-test-vectors.json' with { type: 'json' };
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const prefix = uniquePrefix('runtime');
 const keys = keyLayout(prefix);
@@ -37,7 +38,7 @@ async function get(key: string): Promise<string | null> {
 }
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'pw-runtime-'));
+  dataDir = tempDir('pw-runtime-');
   rt = createRuntime({ etcd: { endpoints: etcdEndpoints() }, dataDir, prefix, poolSize: 1, electionTtlMs: 2000 });
   await rt.start();
   client = newClient();
@@ -171,7 +172,7 @@ describe('transactions and durability', () => {
   });
 
   it('an acknowledged call is on disk: another handle on the same data directory sees it', async () => {
-    const other = mkdtempSync(join(tmpdir(), 'pw-durable-'));
+    const other = tempDir('pw-durable-');
     const appender = createRuntime({ dataDir: other, forwarder: false });
     await appender.start();
     const seq = await appender.bindPort({ port: { ...fakePort(), id: 'durable' }, segment: validSegment, host: 'h' });

@@ -7,9 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Etcd3 } from 'etcd3';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
@@ -21,6 +19,7 @@ import type { BindingLevel, Port } from '../src/types.ts';
 import type { Journal } from '../src/journal.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix } from './helpers/etcd.ts';
 import { segment } from './helpers/workload.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const prefix = uniquePrefix('secgroups');
 const keys = keyLayout(prefix);
@@ -29,7 +28,7 @@ let client: Etcd3;
 let dataDir: string;
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'pw-sg-'));
+  dataDir = tempDir('pw-sg-');
   rt = createRuntime({ etcd: { endpoints: etcdEndpoints() }, dataDir, prefix, poolSize: 1, electionTtlMs: 2000 });
   await rt.start();
   client = newClient();

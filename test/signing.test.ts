@@ -9,8 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compactVerify, decodeProtectedHeader } from 'jose';
 import type { Etcd3 } from 'etcd3';
@@ -25,6 +24,7 @@ import { keyLayout, type KeyLayout } from '../src/keys.ts';
 import type { RuntimeOptions } from '../src/options.ts';
 import type { Port, Segment } from '../src/types.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const ed = () => generateKeyPairSync('ed25519');
 const ours = ed();
@@ -132,7 +132,7 @@ describe('compact JWS encoding', () => {
   });
 
   it('the drain window counts the signed size: a value that fits unsigned is oversize signed', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pw-sign-window-'));
+    const dir = tempDir('pw-sign-window-');
     const journal = Journal.open(dir);
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }), () => journal.close());
     const value = { blob: 'x'.repeat(900) };
@@ -159,7 +159,7 @@ interface Setup {
 }
 
 async function setup(name: string, options: RuntimeOptions, verifyKey?: KeyObject | string): Promise<Setup> {
-  const dataDir = mkdtempSync(join(tmpdir(), `pw-${name}-`));
+  const dataDir = tempDir(`pw-${name}-`);
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const prefix = uniquePrefix(name);
   const client = newClient();
@@ -312,7 +312,7 @@ describe('signed values in etcd', () => {
 
 describe('portwire agents --verify-key', () => {
   it('confirms the signed binding, rejects the unsigned one and reports it', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pw-sign-cli-'));
+    const dir = tempDir('pw-sign-cli-');
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const keyFile = join(dir, 'controller.pub.pem');
     writeFileSync(keyFile, pem(ours.publicKey, 'spki'));
