@@ -13,7 +13,7 @@
  * A follower keeps the facts only (for `whenActive` and the inspector).
  */
 import { EventEmitter } from 'node:events';
-import { createActor, type Actor, type ActorScope, type ExecutableActionObject } from 'xstate';
+import { createActor, type Actor } from 'xstate';
 import type { Database } from 'lmdb';
 import type { Logger } from 'pino';
 import {
@@ -26,6 +26,7 @@ import {
   type PortStatus,
 } from '../machines/port.ts';
 import { TimeoutError } from './errors.ts';
+import { PortDecisions } from './port-decisions.ts';
 
 /** Host events about ports. */
 export interface PortEvents {
@@ -69,6 +70,14 @@ export interface PortRegistryOptions {
   now: () => number;
 }
 
+type Announcement = 'announceBound' | 'announceStatus' | 'announceStalled' | 'announceRecovered' | 'announceUnbound';
+
+/** `b`, as the facts' own binding object when it is the same binding (a settled record keeps no copy). */
+const sharedBinding = (b: BindingId | undefined, facts: PortFacts): BindingId | undefined => {
+  const f = facts.bindings.find((x) => x.host === b?.host && x.rev === b?.rev);
+  return f ?? b;
+};
+
 const EMPTY: PortFacts = { bindings: [], states: [] };
 const SETTLED = new Set(['active', 'unbound', 'gone']);
 const HISTORY = 20;
@@ -105,39 +114,48 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   private stalls: { id: string; at: number }[] = [];
   private stallHead = 0;
   private stallTimer?: ReturnType<typeof setTimeout>;
-  /** One inert scope reused by every {@link settleWithoutActor} (xstate's `initialTransition` builds an actor and a system per call). */
-  private readonly scope: { actions: ExecutableActionObject[]; get: () => ActorScope<never, never> };
+  /** The machine's initial transitions, remembered by input shape (see `port-decisions.ts`). */
+  private readonly decisions: PortDecisions;
+  /** The announcements, by action name: the machine's implementations and the record path's. */
+  private readonly announce: Record<Announcement, (port: string, p: { binding: BindingId; status: PortStatus }) => void>;
 
   constructor(private readonly o: PortRegistryOptions) {
     super();
     const record = (port: string, host: string, rev: number, status: PortStatus) => {
       void this.o.notified.put(port, [host, rev, status]);
     };
+    this.announce = {
+      announceBound: (port, p) => {
+        record(port, p.binding.host, p.binding.rev, p.status);
+        this.emit('portBound', { port, host: p.binding.host, status: p.status });
+      },
+      announceStatus: (port, p) => {
+        record(port, p.binding.host, p.binding.rev, p.status);
+        this.emit('portStatus', { port, host: p.binding.host, status: p.status });
+      },
+      announceStalled: (port, p) => {
+        this.emit('portStalled', { port, host: p.binding.host });
+        // the stall timer moved the actor without a call from here
+        const entry = this.entries.get(port);
+        if (entry) queueMicrotask(() => this.observe(port, entry, 'stall'));
+      },
+      announceRecovered: (port, p) => this.emit('portRecovered', { port, host: p.binding.host }),
+      announceUnbound: (port, p) => {
+        void this.o.notified.remove(port);
+        this.emit('portUnbound', { port, host: p.binding.host });
+      },
+    };
+    const a = this.announce;
     this.machine = portMachine.provide({
       actions: {
-        announceBound: ({ context }, p) => {
-          record(context.portId, p.binding.host, p.binding.rev, p.status);
-          this.emit('portBound', { port: context.portId, host: p.binding.host, status: p.status });
-        },
-        announceStatus: ({ context }, p) => {
-          record(context.portId, p.binding.host, p.binding.rev, p.status);
-          this.emit('portStatus', { port: context.portId, host: p.binding.host, status: p.status });
-        },
-        announceStalled: ({ context }, p) => {
-          this.emit('portStalled', { port: context.portId, host: p.binding.host });
-          // the stall timer moved the actor without a call from here
-          const entry = this.entries.get(context.portId);
-          if (entry) queueMicrotask(() => this.observe(context.portId, entry, 'stall'));
-        },
-        announceRecovered: ({ context }, p) =>
-          this.emit('portRecovered', { port: context.portId, host: p.binding.host }),
-        announceUnbound: ({ context }, p) => {
-          void this.o.notified.remove(context.portId);
-          this.emit('portUnbound', { port: context.portId, host: p.binding.host });
-        },
+        announceBound: ({ context }, p) => a.announceBound(context.portId, p),
+        announceStatus: ({ context }, p) => a.announceStatus(context.portId, p),
+        announceStalled: ({ context }, p) => a.announceStalled(context.portId, p as never),
+        announceRecovered: ({ context }, p) => a.announceRecovered(context.portId, p as never),
+        announceUnbound: ({ context }, p) => a.announceUnbound(context.portId, p as never),
       },
     });
-    this.scope = inertScope(this.machine);
+    this.decisions = new PortDecisions(this.machine);
   }
 
   /** Number of ports tracked. */
@@ -364,19 +382,17 @@ export class PortRegistry extends EventEmitter<PortEvents> {
    * gets an actor only if the deadline passes unconfirmed.
    */
   private settleWithoutActor(id: string, entry: PortEntry): boolean {
-    this.scope.actions.length = 0;
-    const snap = this.machine.getInitialSnapshot(this.scope.get() as never, this.input(id, entry));
-    // taken out before running them: an announcement's listener may settle another port
-    const actions = this.scope.actions.splice(0);
-    const value = String(snap.value);
+    const d = this.decisions.decide(this.input(id, entry));
+    const value = d.value;
     const wired = value === 'wired';
-    if (!wired && (!SETTLED.has(value) || actions.some((a) => a.type === 'xstate.raise'))) return false;
-    for (const a of actions) if (a.type !== 'xstate.raise') a.exec?.(a.info, a.params);
+    if (!wired && (!SETTLED.has(value) || d.timer)) return false;
+    if (d.actions.some((x) => !(x.type in this.announce))) return false;
+    // an announcement's listener may settle another port: the decision is ours alone
+    for (const x of d.actions) this.announce[x.type as Announcement](id, x.params as { binding: BindingId; status: PortStatus });
     let restarted = false;
     if (wired) {
-      const binding = snap.context.binding;
-      if (entry.state !== 'wired' || entry.stallAt === undefined || !sameBinding(entry.stallFor, binding)) {
-        entry.stallFor = binding;
+      if (entry.state !== 'wired' || entry.stallAt === undefined || !sameBinding(entry.stallFor, d.binding)) {
+        entry.stallFor = sharedBinding(d.binding, entry.facts);
         entry.stallAt = this.o.now() + this.o.stallMs;
         restarted = true;
       }
@@ -384,8 +400,8 @@ export class PortRegistry extends EventEmitter<PortEvents> {
       entry.stallAt = entry.stallFor = undefined;
     }
     this.setState(id, entry, value, 'facts');
-    entry.notified = snap.context.notified;
-    entry.status = snap.context.status;
+    entry.notified = sharedBinding(d.notified, entry.facts);
+    entry.status = d.status;
     if (restarted) this.queueStall(id, entry.stallAt!);
     if (value !== 'active' && !wired) this.forget(id, entry);
     return true;
@@ -500,36 +516,4 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   private count(state: string, d: number): void {
     this.counts.set(state, (this.counts.get(state) ?? 0) + d);
   }
-}
-
-/**
- * What xstate's `initialTransition` does, with one scope for every call: an
- * actor that is never started, whose executor collects the actions instead of
- * running them. The port machine spawns no children, so nothing registers in
- * the scope's system.
- */
-function inertScope(machine: typeof portMachine): { actions: ExecutableActionObject[]; get: () => ActorScope<never, never> } {
-  const actions: ExecutableActionObject[] = [];
-  let scope: ActorScope<never, never> | undefined;
-  return {
-    actions,
-    get: () => {
-      if (scope) return scope;
-      const self = createActor(machine, {
-        input: { portId: '', facts: { bindings: [], states: [] }, stallMs: 0 },
-      }) as unknown as ActorScope<never, never>['self'];
-      scope = {
-        self,
-        id: '',
-        sessionId: '',
-        system: self.system,
-        logger: () => {},
-        defer: () => {},
-        emit: () => {},
-        stopChild: () => {},
-        actionExecutor: (action) => void actions.push(action),
-      } as ActorScope<never, never>;
-      return scope;
-    },
-  };
 }
