@@ -10,18 +10,19 @@ import { createActor, type Actor, type InspectionEvent } from 'xstate';
 import type { Etcd3 } from 'etcd3';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { supervisorMachine, type SupervisorInput } from '../machines/supervisor.ts';
+import type { supervisorMachine } from '../machines/supervisor.ts';
 import type { RefusalInfo, Term } from '../machines/election.ts';
 import { createEtcdClient, deadline, probeMaxTxnOps, TXN_OPS_PROBE } from './etcd.ts';
 import { checkEtcdAccess } from './etcd-preflight.ts';
-import { etcdResync, resyncOnce, RESYNC_ROLE, type ResyncDeps, type ResyncReport } from './resync.ts';
+import { buildRoles } from './roles.ts';
+import { resyncOnce, RESYNC_ROLE, type ResyncDeps, type ResyncReport } from './resync.ts';
 import { fromEtcdError, NotLeaderError, RuntimeStateError, TimeoutError, ValidationError } from './errors.ts';
-import { etcdForwarder, FORWARDER_ROLE } from './forwarder.ts';
+import { FORWARDER_ROLE } from './forwarder.ts';
 import { HostCache } from './host-cache.ts';
 import { runtimeSource } from './inspector/runtime-source.ts';
 import { checkInspectorAddress, startInspector, type Inspector } from './inspector/server.ts';
 import { PortRegistry, type PortEvents } from './port-registry.ts';
-import { etcdReturnWatcher, RETURN_WATCHER_ROLE } from './return-watcher.ts';
+import { RETURN_WATCHER_ROLE } from './return-watcher.ts';
 import type { PortStatus } from '../machines/port.ts';
 import { Journal, type DeadLetter, type JournalUsage } from './journal.ts';
 import { keyLayout, type KeyLayout } from './keys.ts';
@@ -238,98 +239,24 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 
   /** Starts the supervisor with the enabled roles. */
   private startRoles(): void {
-    const o = this.options;
-    const [journal, pool, client, registry] = [this.journal!, this.pool!, this.client!, this.registry!];
-    const electionDeps = (log: Logger) => ({
-      client,
+    const roles = buildRoles({
+      options: this.options,
+      journal: this.journal!,
+      pool: this.pool!,
+      client: this.client!,
+      registry: this.registry!,
+      hostCache: this.hostCache,
       keys: this.keys,
-      holderId: o.holderId,
-      ttlMs: o.electionTtlMs,
-      keepaliveIntervalMs: o.keepaliveIntervalMs,
-      callTimeoutMs: o.etcd.callTimeoutMs,
-      log,
-      onTerm: (role: string, term: Term | undefined) => this.onTerm(role, term),
-      onHolder: (role: string, holder: string) => this.onHolder(role, holder),
+      log: this.log,
+      resyncDeps: (log) => this.resyncDeps(log),
+      onTerm: (role, term) => this.onTerm(role, term),
+      onHolder: (role, holder) => this.onHolder(role, holder),
+      onDrainEvent: (e) => this.onDrainEvent(e),
+      onResyncReport: (report) => this.emit('resync', report),
+      onWatchFault: (fault) => this.emit('watchFault', { reason: fault.reason }),
     });
-    const electionInput = (role: string) => ({
-      role,
-      renewDeadlineMs: o.renewDeadlineMs,
-      retryMs: Math.min(1000, o.electionTtlMs / 4),
-      refusedRetryMs: o.refusedRetryMs,
-    });
-    const actors: Record<string, unknown> = {};
-    const input: SupervisorInput = { restartBaseMs: 200, restartMaxMs: 10_000 };
-    if (o.forwarder) {
-      const log = roleLogger(this.log, FORWARDER_ROLE);
-      const forwarder = etcdForwarder({
-        log,
-        random: o.random,
-        maxTxnOps: o.batch.maxTxnOps,
-        election: electionDeps(log),
-        drainer: {
-          journal,
-          pool,
-          client,
-          now: o.now,
-          random: o.random,
-          onEvent: (e) => this.onDrainEvent(e),
-          signing: o.signing,
-          limits: {
-            maxOps: o.batch.maxTxnOps ?? 128,
-            maxTxnBytes: o.batch.maxTxnBytes,
-            maxRequestBytes: o.batch.maxRequestBytes,
-            windowEntries: o.batch.windowEntries,
-            inFlight: o.batch.inFlight,
-            callTimeoutMs: o.etcd.callTimeoutMs,
-            maxAttempts: o.retry.maxAttempts,
-            retryBaseMs: o.retry.baseMs,
-            retryMaxMs: o.retry.maxMs,
-          },
-        },
-      });
-      this.forwarderSettled = forwarder.settled;
-      actors.forwarder = forwarder.machine;
-      input.forwarder = {
-        pollIntervalMs: o.pollIntervalMs,
-        backoffBaseMs: o.backoffBaseMs,
-        backoffMaxMs: o.backoffMaxMs,
-        refusedRetryMs: o.refusedRetryMs,
-        election: electionInput(FORWARDER_ROLE),
-      };
-    }
-    if (o.resync.enabled) {
-      const log = roleLogger(this.log, RESYNC_ROLE);
-      actors.resync = etcdResync({
-        ...this.resyncDeps(log),
-        election: electionDeps(log),
-        random: o.random,
-        onReport: (report) => this.emit('resync', report),
-      });
-      input.resync = { intervalMs: o.resync.intervalMs, election: electionInput(RESYNC_ROLE) };
-    }
-    if (o.returnWatcher.enabled) {
-      const log = roleLogger(this.log, RETURN_WATCHER_ROLE);
-      actors.returnWatcher = etcdReturnWatcher({
-        client,
-        keys: this.keys,
-        hosts: this.hostCache,
-        ports: registry,
-        election: electionDeps(log),
-        log,
-        callTimeoutMs: o.etcd.callTimeoutMs,
-        progressIntervalMs: o.returnWatcher.progressIntervalMs,
-        silentMs: o.returnWatcher.silentMs,
-        onFault: (fault) => this.emit('watchFault', { reason: fault.reason }),
-      });
-      input.returnWatcher = {
-        backoffBaseMs: o.returnWatcher.backoffBaseMs,
-        backoffMaxMs: 5000,
-        refusedRetryMs: o.refusedRetryMs,
-        election: electionInput(RETURN_WATCHER_ROLE),
-      };
-    }
-    const machine = supervisorMachine.provide({ actors: actors as never });
-    this.supervisor = createActor(machine, { input, inspect: (e) => this.onInspection(e) });
+    this.forwarderSettled = roles.forwarderSettled;
+    this.supervisor = createActor(roles.machine, { input: roles.input, inspect: (e) => this.onInspection(e) });
     this.supervisor.subscribe({
       error: (err) => {
         this.log.error({ err }, 'supervisor crashed');
@@ -337,7 +264,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       },
     });
     this.supervisor.start();
-    this.unwatchKick = journal.onKick(() => this.kick());
+    this.unwatchKick = this.journal!.onKick(() => this.kick());
   }
 
   /** Starts the pool's threads and opens the journal in them, so the first drain does not wait for it. */
