@@ -47,10 +47,16 @@ export interface RefusalInfo {
   message: string;
 }
 
+/** An error's message, or the thrown value as text (for `lastError` in the roles' contexts). */
+export const errorText = (error: unknown): string => String((error as Error)?.message ?? error);
+
+/** True for the error a fenced txn raises when etcd refused the fence. */
+export const isNotLeader = (error: unknown): boolean => (error as { code?: string })?.code === 'NOT_LEADER';
+
 /** The context form of a refusal error. */
 export const refusalInfo = (error: unknown): RefusalInfo => ({
   code: String((error as { code?: string })?.code),
-  message: String((error as Error)?.message ?? error),
+  message: errorText(error),
 });
 
 export interface ElectionContext extends ElectionInput {
@@ -120,7 +126,7 @@ export const electionMachine = setup({
             target: 'refused',
             actions: assign({
               failures: ({ context }) => context.failures + 1,
-              lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+              lastError: ({ event }) => errorText(event.error),
               error: ({ event }) => refusalInfo(event.error),
             }),
           },
@@ -128,7 +134,7 @@ export const electionMachine = setup({
             target: 'waiting',
             actions: assign({
               failures: ({ context }) => context.failures + 1,
-              lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+              lastError: ({ event }) => errorText(event.error),
               error: undefined,
             }),
           },

@@ -15,6 +15,8 @@
 import { assign, sendTo, setup, fromPromise } from 'xstate';
 import {
   electionMachine,
+  errorText,
+  isNotLeader,
   isRefusal,
   refusalInfo,
   type ElectionInput,
@@ -55,9 +57,6 @@ export interface ForwarderContext extends ForwarderInput {
 }
 
 export type ForwarderEvent = ElectionNotice | { type: 'KICK' } | { type: 'STOP' };
-
-/** True for the error a fenced txn raises when etcd refused the fence. */
-const isNotLeader = (error: unknown): boolean => (error as { code?: string })?.code === 'NOT_LEADER';
 
 export const forwarderMachine = setup({
   types: {
@@ -143,7 +142,7 @@ export const forwarderMachine = setup({
                 target: 'refused',
                 actions: assign({
                   failures: ({ context }) => context.failures + 1,
-                  lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+                  lastError: ({ event }) => errorText(event.error),
                   error: ({ event }) => refusalInfo(event.error),
                 }),
               },
@@ -151,7 +150,7 @@ export const forwarderMachine = setup({
                 target: 'backoff',
                 actions: assign({
                   failures: ({ context }) => context.failures + 1,
-                  lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+                  lastError: ({ event }) => errorText(event.error),
                 }),
               },
             ],

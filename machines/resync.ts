@@ -14,6 +14,8 @@
 import { assign, sendTo, setup, fromPromise } from 'xstate';
 import {
   electionMachine,
+  errorText,
+  isNotLeader,
   isRefusal,
   refusalInfo,
   type ElectionInput,
@@ -65,7 +67,7 @@ export const resyncMachine = setup({
   },
   guards: {
     pending: ({ context }) => context.pending,
-    notLeader: (_, params: { error: unknown }) => (params.error as { code?: string })?.code === 'NOT_LEADER',
+    notLeader: (_, params: { error: unknown }) => isNotLeader(params.error),
   },
   delays: {
     interval: ({ context }) => context.intervalMs,
@@ -118,7 +120,7 @@ export const resyncMachine = setup({
               {
                 target: 'waiting',
                 actions: assign({
-                  lastError: ({ event }) => String((event.error as Error)?.message ?? event.error),
+                  lastError: ({ event }) => errorText(event.error),
                   error: ({ event }) => (isRefusal(event.error) ? refusalInfo(event.error) : undefined),
                 }),
               },

@@ -475,9 +475,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     this.setState(id, entry, String(snap.value), event);
     if (!SETTLED.has(entry.state)) return;
     // a settled port keeps a compact record: no history, the binding object shared with its facts
-    const n = snap.context.notified;
-    const b = entry.facts.bindings[0];
-    entry.notified = n && b && n.host === b.host && n.rev === b.rev ? b : n;
+    entry.notified = sharedBinding(snap.context.notified, entry.facts);
     entry.status = snap.context.status;
     entry.history = undefined;
     this.release(entry);

@@ -233,14 +233,19 @@ type Expect = { kind: 'ok' } | { kind: 'bad'; field: string; what: string } | { 
 const fieldOf = (root: string, path: Key[]): string =>
   path.reduce<string>((f, k) => (typeof k === 'number' ? `${f}[${k}]` : f === '' ? k : `${f}.${k}`), root);
 
-/** The sites of a port at `at` (a path), its field names rooted at `root`. */
-function portSites(at: Key[], root = ''): Site[] {
-  const s = (rel: Key[], bad?: fc.Arbitrary<unknown>, extra: Partial<Site> = {}): Site => ({
+/** A builder of the sites under `at` (a path), their field names rooted at `root`. */
+const siteAt =
+  (at: Key[], root: string) =>
+  (rel: Key[], bad?: fc.Arbitrary<unknown>, extra: Partial<Site> = {}): Site => ({
     path: [...at, ...rel],
     field: fieldOf(root, [...at, ...rel]),
     bad,
     ...extra,
   });
+
+/** The sites of a port at `at` (a path), its field names rooted at `root`. */
+function portSites(at: Key[], root = ''): Site[] {
+  const s = siteAt(at, root);
   return [
     s([], OBJ_BAD_REQUIRED, { object: true }),
     s(['id'], ID_BAD_REQUIRED, { required: true }),
@@ -270,12 +275,7 @@ function portSites(at: Key[], root = ''): Site[] {
 }
 
 function segmentSites(at: Key[], root = '', nullable = false): Site[] {
-  const s = (rel: Key[], bad?: fc.Arbitrary<unknown>, extra: Partial<Site> = {}): Site => ({
-    path: [...at, ...rel],
-    field: fieldOf(root, [...at, ...rel]),
-    bad,
-    ...extra,
-  });
+  const s = siteAt(at, root);
   return [
     s([], nullable ? OBJ_BAD : OBJ_BAD_REQUIRED, { object: true }),
     s(['id'], ID_BAD_REQUIRED, { required: true }),
@@ -286,22 +286,18 @@ function segmentSites(at: Key[], root = '', nullable = false): Site[] {
 }
 
 function levelSites(at: Key[]): Site[] {
+  const s = siteAt(at, '');
   return [
-    { path: at, field: fieldOf('', at), bad: LIST_BAD },
-    { path: [...at, 0], field: fieldOf('', [...at, 0]), bad: fc.constantFrom('x', 5, [], true), object: true },
-    { path: [...at, 0, 'bound_driver'], field: fieldOf('', [...at, 0, 'bound_driver']), bad: TEXT_BAD, required: true },
+    s([], LIST_BAD),
+    s([0], fc.constantFrom('x', 5, [], true), { object: true }),
+    s([0, 'bound_driver'], TEXT_BAD, { required: true }),
     ...segmentSites([...at, 0, 'bound_segment']),
-    { path: [...at, 0, 'bound_segment'], field: fieldOf('', [...at, 0, 'bound_segment']), required: true },
+    s([0, 'bound_segment'], undefined, { required: true }),
   ];
 }
 
 function ruleSites(at: Key[], root: string): Site[] {
-  const s = (rel: Key[], bad?: fc.Arbitrary<unknown>, extra: Partial<Site> = {}): Site => ({
-    path: [...at, ...rel],
-    field: fieldOf(root, [...at, ...rel]),
-    bad,
-    ...extra,
-  });
+  const s = siteAt(at, root);
   return [
     s([], OBJ_BAD_REQUIRED, { object: true }),
     s(['id'], ID_BAD_REQUIRED, { required: true }),
