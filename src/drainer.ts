@@ -5,7 +5,9 @@
  * `drain-window.ts`), the next one while the current one is sent. Batches go
  * out as fenced txns, several in flight; a batch waits for any in-flight batch
  * holding one of its keys, so a key's values reach etcd in journal order.
- * Entries leave the journal only after their txn was acknowledged.
+ * A run goes on in rounds while appends keep landing (no new run, and no
+ * forwarder event, per append). Entries leave the journal only after their
+ * txn was acknowledged, recorded in batches (`applied-recorder.ts`).
  *
  * Failures: a refused fence (NotLeaderError) or an unknown outcome
  * (EtcdUnavailableError: timeout, lost connection) ends the drain and is
@@ -21,11 +23,15 @@ import type { Logger } from 'pino';
 import { EtcdRejectedError, EtcdUnavailableError, NotLeaderError, PortwireError } from './errors.ts';
 import { fencedTxn, prefixEnd, renewEpoch, type Fence } from './etcd.ts';
 import type { Journal } from './journal.ts';
-import type { AppliedTask } from './apply-applied.ts';
+import { AppliedRecorder, type RecorderTimers } from './applied-recorder.ts';
 import type { SigningMaterial } from './jws.ts';
 
-/** Acknowledged entries recorded in one transaction (see `recordApplied`). */
-const APPLIED_FLUSH_ENTRIES = 65536;
+/** Acknowledged entries that are recorded at once, in one transaction (see `applied-recorder.ts`). */
+const RECORD_MAX_ENTRIES = 65536;
+/** Acknowledged entries are recorded once none came for this long, ms ... */
+const RECORD_QUIET_MS = 20;
+/** ... or once the oldest waited this long, ms. */
+const RECORD_MAX_AGE_MS = 200;
 import {
   ancestors,
   OP_DELETE,
@@ -100,6 +106,8 @@ export interface DrainerDeps {
   onEvent?: (event: DrainEvent) => void;
   /** Sign every value written (see `jws.ts`). @default off */
   signing?: SigningMaterial;
+  /** Timers of the recorder of acknowledged entries. @default the global ones */
+  timers?: RecorderTimers;
 }
 
 /** Drains the journal into etcd under a fence. See the module comment. */
@@ -109,10 +117,21 @@ export class Drainer {
   private readonly deferred = new Map<string, Deferred>();
   /** Mod revision of the election key this term's txns are fenced on; renewed after an unknown outcome. */
   private epoch: string | undefined;
-  /** Recordings of acknowledged entries, one after another, outliving the run that queued them. */
-  private readonly recorder: Recorder = { chain: Promise.resolve(), error: undefined };
+  /** Records acknowledged entries in batches; outlives the runs that feed it. */
+  private readonly recorder: AppliedRecorder;
 
-  constructor(private readonly deps: DrainerDeps) {}
+  constructor(private readonly deps: DrainerDeps) {
+    this.recorder = new AppliedRecorder({
+      pool: deps.pool,
+      path: deps.journal.path,
+      quietMs: RECORD_QUIET_MS,
+      maxAgeMs: RECORD_MAX_AGE_MS,
+      now: deps.now,
+      maxEntries: RECORD_MAX_ENTRIES,
+      onRecorded: (entries) => deps.onEvent?.({ type: 'recorded', entries }),
+      timers: deps.timers,
+    });
+  }
 
   /** Forgets the cursor and deferrals (a new leadership term starts from the journal's head). */
   private reset(): void {
@@ -169,31 +188,16 @@ export class Drainer {
     return { keys: run.keys, entries: run.entries, retryInMs };
   }
 
-  /** Resolves once every recording queued so far has landed or been refused. */
+  /** Records the acknowledged entries gathered so far; resolves once every recording has landed or been refused. */
   idle(): Promise<void> {
-    return this.recorder.chain;
+    return this.recorder.settle();
   }
-}
-
-/**
- * The recordings of acknowledged entries (`applied` pool tasks), chained: one
- * lands before the next starts, so a key's applied value never goes back to an
- * older one. A drain returns without waiting for its last recording (the next
- * window starts one journal fsync earlier); its entries stay in the journal,
- * past the cursor, until it lands. A refusal is kept in `error`.
- */
-interface Recorder {
-  chain: Promise<void>;
-  error: unknown;
 }
 
 class DrainRun {
   keys = 0;
   entries = 0;
   private error: unknown;
-  /** acknowledged ops not yet recorded in the journal, and their entry count */
-  private acked: number[][] = [];
-  private ackedEntries = 0;
   private readonly inflight = new Set<Promise<void>>();
   private windowSize = 256;
   private readonly locks = new Map<string, Promise<void>>();
@@ -203,29 +207,38 @@ class DrainRun {
     private readonly deps: DrainerDeps,
     private readonly fence: Fence,
     private readonly deferred: Map<string, Deferred>,
-    private readonly recorder: Recorder,
+    private readonly recorder: AppliedRecorder,
     private readonly signal?: AbortSignal,
   ) {}
 
   async execute(cursor: number): Promise<number> {
-    await this.sendDue();
-    let window = await this.read(cursor);
-    while (window.entries > 0 && !this.stopped()) {
-      const next = this.read(window.lastSeq);
-      next.catch(() => undefined);
-      await this.sendWindow(window);
-      cursor = window.lastSeq;
-      window = await next;
+    // rounds until the journal holds nothing past the cursor: appends that land while a round's
+    // txns are in flight are taken by the next round, without a new run (and a new kick) per append
+    for (;;) {
+      await this.sendDue();
+      let window = await this.read(cursor);
+      if (window.entries === 0) break;
+      while (window.entries > 0 && !this.stopped()) {
+        // the next window is read while this one is sent, unless the journal held nothing more
+        const next = this.deps.journal.lastSeq() > window.lastSeq ? this.read(window.lastSeq) : undefined;
+        next?.catch(() => undefined);
+        await this.sendWindow(window);
+        cursor = window.lastSeq;
+        if (!next) break;
+        window = await next;
+      }
+      await Promise.all(this.inflight);
+      if (this.stopped() || this.deps.journal.lastSeq() <= cursor) break;
     }
     await Promise.all(this.inflight);
-    this.flushApplied();
+    this.error ??= this.recorder.error;
     if (this.error) throw this.error;
     if (this.signal?.aborted) throw new PortwireError('drain aborted');
     return cursor;
   }
 
   private stopped(): boolean {
-    return this.error !== undefined || this.signal?.aborted === true;
+    return this.error !== undefined || this.recorder.error !== undefined || this.signal?.aborted === true;
   }
 
   private async read(afterSeq: number): Promise<DrainWindow> {
@@ -360,7 +373,7 @@ class DrainRun {
       );
       let entries = 0;
       for (const o of ops) entries += o.seqs.length;
-      this.recordApplied(ops);
+      this.recorder.add(this.fence.token, ops.map((o) => o.seqs));
       this.keys += ops.length;
       this.entries += entries;
       this.deps.onEvent?.({ type: 'applied', keys: ops.length, entries, revision });
@@ -376,48 +389,6 @@ class DrainRun {
       }
       await this.failEntry(ops[0], err.message);
     }
-  }
-
-  /**
-   * Acknowledged entries leave the journal (and their values become the
-   * applied state) in large transactions run by a pool worker: recording them
-   * per txn batch would dirty the same random pages of the applied state again
-   * and again. Until then they stay in the journal; a new leader would resend
-   * them, which is idempotent.
-   */
-  private recordApplied(ops: Op[]): void {
-    for (const o of ops) {
-      this.acked.push(o.seqs);
-      this.ackedEntries += o.seqs.length;
-    }
-    if (this.ackedEntries >= APPLIED_FLUSH_ENTRIES) this.flushApplied();
-  }
-
-  private flushApplied(): void {
-    if (this.acked.length === 0) return;
-    const seqs = new Float64Array(this.ackedEntries);
-    const seqOffsets = new Uint32Array(this.acked.length + 1);
-    let n = 0;
-    this.acked.forEach((group, i) => {
-      for (const s of group) seqs[n++] = s;
-      seqOffsets[i + 1] = n;
-    });
-    this.acked = [];
-    this.ackedEntries = 0;
-    const task: AppliedTask = { kind: 'applied', path: this.deps.journal.path, token: this.fence.token, seqs, seqOffsets };
-    const refused = (err: unknown) => {
-      this.error ??= err;
-      this.recorder.error ??= err;
-    };
-    this.recorder.chain = this.recorder.chain.then(() =>
-      this.deps.pool.run(task).then(
-        (res) => {
-          if (!(res as { ok: boolean }).ok) refused(new NotLeaderError('the journal was claimed by a newer term'));
-          else this.deps.onEvent?.({ type: 'recorded', entries: seqs.length });
-        },
-        refused,
-      ),
-    );
   }
 
   private async failEntry(op: Op, error: string): Promise<void> {
