@@ -27,8 +27,7 @@
  * `mapSize`. The live bytes are measured once per write transaction.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, watch, writeFileSync, writeSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { JournalFullError, PortwireError, ValidationError } from './errors.ts';
 import { decodeEntry, encodeEntry, type StoredEntry } from './journal-entry.ts';
@@ -126,16 +125,22 @@ function bytes(n: number): string {
 /** The file name of the LMDB environment inside a data directory. */
 export const JOURNAL_FILE = 'journal.lmdb';
 const KICK_FILE = 'kick';
+/** How long a measurement of the live bytes serves the appends' limit check, ms. */
+const MEASURE_EVERY_MS = 50;
 
 /** The durable journal of one data directory. See the module comment. */
 export class Journal {
   private kickPending = false;
+  /** The kick file, kept open: one small positional write per wake-up. */
+  private kickFd: number | undefined;
+  /** Set while this process's own forwarder leads: its appends need not wake other processes. */
+  private drainsLocally = false;
   private watchers = new Set<FSWatcher>();
   private closed = false;
   /** Every table of the environment, by name, for {@link usage}. */
   private readonly tables = new Map<string, Database<unknown, string | number>>();
   /** Live bytes measured in the current write transaction, and the estimate of what appends added since. */
-  private txnUsed?: { txnId: number; usedBytes: number; added: number };
+  private txnUsed?: { txnId: number; at: number; usedBytes: number; added: number };
 
   private constructor(
     readonly dataDir: string,
@@ -288,18 +293,24 @@ export class Journal {
   /**
    * Inside the append's write transaction: refuses `records` with a
    * JournalFullError when they would take the live bytes past the append
-   * limit, else counts them. The live bytes are measured once per write
-   * transaction (lmdb-js batches the appends of one event turn into one).
+   * limit, else counts them. The live bytes are measured at most every
+   * {@link MEASURE_EVERY_MS} (what appends added since is counted on top, so
+   * the estimate errs high), and measured again before anything is refused.
    */
   private reserveRoom(records: readonly Buffer[]): void {
     let add = 0;
     for (const r of records) add += r.length > NODE_MAX ? Math.ceil((r.length + 16) / 4096) * 4096 : r.length + NODE_OVERHEAD;
     const txnId = this.root.getWriteTxnId();
+    const at = this.now();
     let u = this.txnUsed;
-    if (!u || u.txnId !== txnId || u.added > this.reserveBytes / 4) {
-      u = this.txnUsed = { txnId, usedBytes: this.measure().usedBytes, added: 0 };
+    const measureNow = () => (u = this.txnUsed = { txnId, at, usedBytes: this.measure().usedBytes, added: 0 });
+    let fresh = false;
+    if (!u || u.added > this.reserveBytes / 4 || (u.txnId !== txnId && at - u.at >= MEASURE_EVERY_MS)) {
+      u = measureNow();
+      fresh = true;
     }
     const appendLimit = this.limitBytes - this.reserveBytes;
+    if (u.usedBytes + u.added + add > appendLimit && !fresh) u = measureNow();
     if (u.usedBytes + u.added + add > appendLimit) {
       const now = this.measure();
       throw new JournalFullError(
@@ -577,19 +588,34 @@ export class Journal {
   }
 
   /**
-   * Wakes the forwarders of every process sharing this data directory (a
-   * local listener and, through the kick file, the others). Coalesced to one
-   * file write per event-loop turn.
+   * Wakes the forwarders of every process sharing this data directory through
+   * the kick file, at most once per event-loop turn. Skipped while this
+   * process's own forwarder leads (see {@link setDrainsLocally}): the other
+   * processes' forwarders are followers then.
    */
   kick(): void {
-    if (this.kickPending || this.closed) return;
+    if (this.kickPending || this.closed || this.drainsLocally) return;
     this.kickPending = true;
     setImmediate(() => {
       this.kickPending = false;
       if (this.closed) return;
-      // a lost wake is covered by the forwarder's slow poll
-      writeFile(join(this.dataDir, KICK_FILE), String(this.lastSeq())).catch(() => undefined);
+      try {
+        this.kickFd ??= openSync(join(this.dataDir, KICK_FILE), 'w');
+        const text = Buffer.from(String(this.lastSeq()).padStart(16));
+        writeSync(this.kickFd, text, 0, text.length, 0);
+      } catch {
+        // a lost wake is covered by the forwarder's slow poll
+      }
     });
+  }
+
+  /**
+   * Tells the journal whether this process's forwarder leads. While it does,
+   * appends wake it directly and write no kick file; a leader elsewhere is
+   * woken again as soon as this one steps down (its term starts with a drain).
+   */
+  setDrainsLocally(leading: boolean): void {
+    this.drainsLocally = leading;
   }
 
   /** Calls `listener` whenever any process appends to this data directory. */
@@ -615,6 +641,8 @@ export class Journal {
     this.closed = true;
     for (const w of this.watchers) w.close();
     this.watchers.clear();
+    if (this.kickFd !== undefined) closeSync(this.kickFd);
+    this.kickFd = undefined;
     await this.root.flushed;
     await this.root.close();
   }

@@ -309,6 +309,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 
   private onTerm(role: string, term: Term | undefined): void {
     const had = this.terms.get(role);
+    if (role === FORWARDER_ROLE) this.journal?.setDrainsLocally(term !== undefined);
     if (term) {
       this.terms.set(role, term);
       this.holders.set(role, this.options.holderId);
@@ -351,7 +352,11 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     setImmediate(() => {
       this.kickPending = false;
       // a wake-up that lands while stopping has no forwarder left to wake
-      if (this.state === 'running') this.supervisor?.send({ type: 'KICK' });
+      if (this.state !== 'running' || !this.supervisor) return;
+      // a forwarder that already remembered a kick drains again anyway: the event would change nothing
+      const forwarder = this.supervisor.getSnapshot().children.forwarder?.getSnapshot();
+      if ((forwarder?.context as { kicked?: boolean } | undefined)?.kicked === true) return;
+      this.supervisor.send({ type: 'KICK' });
     });
   }
 
