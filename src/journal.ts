@@ -24,7 +24,8 @@
  * JournalFullError and writes nothing; the reserve is left for the drain,
  * whose writes (applied values, removals) are never refused. Appends work
  * again once the drain has freed pages, or after reopening with a larger
- * `mapSize`. The live bytes are measured once per write transaction.
+ * `mapSize`. The live bytes are measured at most every 50 ms (what was
+ * appended since is counted on top), and again before an append is refused.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { closeSync, mkdirSync, openSync, watch, writeFileSync, writeSync, type FSWatcher } from 'node:fs';
