@@ -23,15 +23,9 @@ import type { Logger } from 'pino';
 import { EtcdRejectedError, EtcdUnavailableError, NotLeaderError, PortwireError } from './errors.ts';
 import { fencedTxn, prefixEnd, renewEpoch, type Fence } from './etcd.ts';
 import type { Journal } from './journal.ts';
-import { AppliedRecorder, type RecorderTimers } from './applied-recorder.ts';
+import { AppliedRecorder } from './applied-recorder.ts';
 import type { SigningMaterial } from './jws.ts';
 
-/** Acknowledged entries that are recorded at once, in one transaction (see `applied-recorder.ts`). */
-const RECORD_MAX_ENTRIES = 65536;
-/** Acknowledged entries are recorded once none came for this long, ms ... */
-const RECORD_QUIET_MS = 20;
-/** ... or once the oldest waited this long, ms. */
-const RECORD_MAX_AGE_MS = 200;
 import {
   ancestors,
   OP_DELETE,
@@ -40,6 +34,13 @@ import {
   type DrainWindow,
   type DrainWindowTask,
 } from './drain-window.ts';
+
+/** Acknowledged entries that are recorded at once, in one transaction (see `applied-recorder.ts`). */
+const RECORD_MAX_ENTRIES = 65536;
+/** Acknowledged entries are recorded once none came for this long, ms ... */
+const RECORD_QUIET_MS = 20;
+/** ... or once the oldest waited this long, ms. */
+const RECORD_MAX_AGE_MS = 200;
 
 /** Limits and policies of the drain. All have defaults in `options.ts`. */
 export interface DrainLimits {
@@ -106,8 +107,6 @@ export interface DrainerDeps {
   onEvent?: (event: DrainEvent) => void;
   /** Sign every value written (see `jws.ts`). @default off */
   signing?: SigningMaterial;
-  /** Timers of the recorder of acknowledged entries. @default the global ones */
-  timers?: RecorderTimers;
 }
 
 /** Drains the journal into etcd under a fence. See the module comment. */
@@ -129,7 +128,6 @@ export class Drainer {
       now: deps.now,
       maxEntries: RECORD_MAX_ENTRIES,
       onRecorded: (entries) => deps.onEvent?.({ type: 'recorded', entries }),
-      timers: deps.timers,
     });
   }
 
@@ -216,8 +214,8 @@ class DrainRun {
     // txns are in flight are taken by the next round, without a new run (and a new kick) per append
     for (;;) {
       await this.sendDue();
-      let window = await this.read(cursor);
-      if (window.entries === 0) break;
+      const first = await this.read(cursor);
+      let window = first;
       while (window.entries > 0 && !this.stopped()) {
         // the next window is read while this one is sent, unless the journal held nothing more
         const next = this.deps.journal.lastSeq() > window.lastSeq ? this.read(window.lastSeq) : undefined;
@@ -228,9 +226,8 @@ class DrainRun {
         window = await next;
       }
       await Promise.all(this.inflight);
-      if (this.stopped() || this.deps.journal.lastSeq() <= cursor) break;
+      if (first.entries === 0 || this.stopped() || this.deps.journal.lastSeq() <= cursor) break;
     }
-    await Promise.all(this.inflight);
     this.error ??= this.recorder.error;
     if (this.error) throw this.error;
     if (this.signal?.aborted) throw new PortwireError('drain aborted');

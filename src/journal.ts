@@ -303,16 +303,13 @@ export class Journal {
     for (const r of records) add += r.length > NODE_MAX ? Math.ceil((r.length + 16) / 4096) * 4096 : r.length + NODE_OVERHEAD;
     const txnId = this.root.getWriteTxnId();
     const at = this.now();
-    let u = this.txnUsed;
-    const measureNow = () => (u = this.txnUsed = { txnId, at, usedBytes: this.measure().usedBytes, added: 0 });
-    let fresh = false;
-    if (!u || u.added > this.reserveBytes / 4 || (u.txnId !== txnId && at - u.at >= MEASURE_EVERY_MS)) {
-      u = measureNow();
-      fresh = true;
-    }
     const appendLimit = this.limitBytes - this.reserveBytes;
-    if (u.usedBytes + u.added + add > appendLimit && !fresh) u = measureNow();
-    if (u.usedBytes + u.added + add > appendLimit) {
+    const over = (x: { usedBytes: number; added: number }) => x.usedBytes + x.added + add > appendLimit;
+    let u = this.txnUsed;
+    if (!u || u.added > this.reserveBytes / 4 || (u.txnId !== txnId && at - u.at >= MEASURE_EVERY_MS) || over(u)) {
+      u = this.txnUsed = { txnId, at, usedBytes: this.measure().usedBytes, added: 0 };
+    }
+    if (over(u)) {
       const now = this.measure();
       throw new JournalFullError(
         `journal is full: ${bytes(now.usedBytes)} used of the ${bytes(appendLimit)} append limit ` +

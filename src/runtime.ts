@@ -352,11 +352,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     setImmediate(() => {
       this.kickPending = false;
       // a wake-up that lands while stopping has no forwarder left to wake
-      if (this.state !== 'running' || !this.supervisor) return;
-      // a forwarder that already remembered a kick drains again anyway: the event would change nothing
-      const forwarder = this.supervisor.getSnapshot().children.forwarder?.getSnapshot();
-      if ((forwarder?.context as { kicked?: boolean } | undefined)?.kicked === true) return;
-      this.supervisor.send({ type: 'KICK' });
+      if (this.state === 'running') this.supervisor?.send({ type: 'KICK' });
     });
   }
 
