@@ -97,7 +97,7 @@ export interface AgentStats { confirmed: number; failed: number; removed: number
 export type AgentState = 'stopped' | 'starting' | 'running' | 'stopping' | 'killed';
 
 interface Bound { seq: number; modRevision: string; binding: Record<string, unknown> | null; seenAt: number }
-type WriteOp = { kind: 'put'; value: string; seenAt: number } | { kind: 'delete' };
+type WriteOp = { kind: 'put'; value: unknown; json: string; seenAt: number } | { kind: 'delete' };
 type Resolved = Required<Omit<AgentsOptions, 'logger' | 'hosts' | 'verifyKey'>> & {
   hosts: string[]; logger: Logger; callTimeoutMs: number; verifier?: JwsVerifier;
 };
@@ -464,7 +464,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
     let idx = this.ifaces.get(portId);
     if (idx === undefined) this.ifaces.set(portId, (idx = this.nextIface++));
     const value = portStateValue(this.o.style, portId, b.binding, idx, this.o.vhostUserDir);
-    this.enqueue(portId, { kind: 'put', value: JSON.stringify(value), seenAt: b.seenAt });
+    this.enqueue(portId, { kind: 'put', value, json: JSON.stringify(value), seenAt: b.seenAt });
   }
 
   private onUnbind(portId: string): void {
@@ -495,7 +495,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
       for (const [portId] of batch) this.queue.delete(portId);
       const ops: IRequestOp[] = batch.map(([portId, op]) => {
         const key = Buffer.from(this.keys.statePort(this.host, portId));
-        return op.kind === 'put' ? { request_put: { key, value: Buffer.from(op.value) } } : { request_delete_range: { key } };
+        return op.kind === 'put' ? { request_put: { key, value: Buffer.from(op.json) } } : { request_delete_range: { key } };
       });
       try {
         await this.client.kv.txn({ compare: [], success: ops, failure: [] }, this.deadline());
@@ -518,7 +518,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
     if (op.kind === 'put') {
       this.confirmedPorts.add(portId);
       this.counters.confirmed++;
-      this.emit('confirmed', { host: this.host, portId, key, value: JSON.parse(op.value), latencyMs: at - op.seenAt, at });
+      this.emit('confirmed', { host: this.host, portId, key, value: op.value, latencyMs: at - op.seenAt, at });
     } else {
       const wasConfirmed = this.confirmedPorts.delete(portId);
       this.counters.removed++;

@@ -71,6 +71,9 @@ function entriesDb(path: string): Database<Buffer, number> {
     const root = open({ path, maxDbs: 8 });
     cached = { path, root, entries: root.openDB<Buffer, number>({ name: 'journal', encoding: 'binary' }) };
   }
+  // lmdb-js keeps a thread's read snapshot until a timer tick, across tasks, against other threads'
+  // commits: a window must see every append made before the task
+  cached.root.resetReadTxn();
   return cached.entries;
 }
 
@@ -88,9 +91,16 @@ export function* ancestors(key: string): Generator<string> {
   }
 }
 
-/** Reads, coalesces, encodes and batches one window. See the module comment. */
+/** The pool task: {@link readDrainWindow} over the journal at `task.path`, opened once per worker. */
 export default function drainWindow(task: DrainWindowTask): DrainWindow {
-  const db = entriesDb(task.path);
+  return readDrainWindow(entriesDb(task.path), task);
+}
+
+/**
+ * Reads, coalesces, encodes and batches one window from the journal's entry
+ * table `db` (`task.path` is not used). See the module comment.
+ */
+export function readDrainWindow(db: Database<Buffer, number>, task: DrainWindowTask): DrainWindow {
   const byKey = new Map<string, Coalesced>();
   const prefixes = new Map<string, Coalesced>();
   /**

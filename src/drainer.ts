@@ -2,12 +2,15 @@
  * One drain of the journal into etcd, run by the forwarder while it leads.
  *
  * Windows are prepared in the pool (read, coalesce, encode, batch: see
- * `drain-window.ts`), the next one while the current one is sent. Batches go
- * out as fenced txns, several in flight; a batch waits for any in-flight batch
- * holding one of its keys, so a key's values reach etcd in journal order.
- * A run goes on in rounds while appends keep landing (no new run, and no
- * forwarder event, per append). Entries leave the journal only after their
- * txn was acknowledged, recorded in batches (`applied-recorder.ts`).
+ * `drain-window.ts`), the next one while the current one is sent; a window of
+ * a few entries is prepared on the main thread. Batches go out as fenced
+ * txns, several in flight; a batch waits for any in-flight batch holding one
+ * of its keys, so a key's values reach etcd in journal order.
+ * A run goes on in rounds while appends keep landing, and waits `lingerMs`
+ * for more before it ends (no new run, and no forwarder event, per append):
+ * {@link Drainer.takesAppends} tells the runtime a run in progress will read
+ * the journal again. Entries leave the journal only after their txn was
+ * acknowledged, recorded in batches (`applied-recorder.ts`).
  *
  * Failures: a refused fence (NotLeaderError) or an unknown outcome
  * (EtcdUnavailableError: timeout, lost connection) ends the drain and is
@@ -35,6 +38,12 @@ import {
   type DrainWindowTask,
 } from './drain-window.ts';
 
+/**
+ * A window of at most this many entries is read on the main thread: posting a
+ * pool task costs more than reading a few entries (at a trickle of appends,
+ * most rounds read one or two).
+ */
+const INLINE_WINDOW_ENTRIES = 32;
 /** Acknowledged entries that are recorded at once, in one transaction (see `applied-recorder.ts`). */
 const RECORD_MAX_ENTRIES = 65536;
 /** Acknowledged entries are recorded once none came for this long, ms ... */
@@ -54,6 +63,13 @@ export interface DrainLimits {
   windowEntries: number;
   /** Txns in flight at once. */
   inFlight: number;
+  /**
+   * How long a run that found the journal drained waits for another append
+   * (see {@link Drainer.takesAppends}) before it ends, ms: at a steady trickle
+   * of binds the run goes on, instead of a new run (a forwarder transition and
+   * a promise actor) per append.
+   */
+  lingerMs: number;
   /** Deadline of one txn, ms. */
   callTimeoutMs: number;
   /** Attempts before an entry is dead-lettered. */
@@ -118,6 +134,8 @@ export class Drainer {
   private epoch: string | undefined;
   /** Records acknowledged entries in batches; outlives the runs that feed it. */
   private readonly recorder: AppliedRecorder;
+  /** The run in progress. */
+  private run?: DrainRun;
 
   constructor(private readonly deps: DrainerDeps) {
     this.recorder = new AppliedRecorder({
@@ -168,6 +186,7 @@ export class Drainer {
     // txns of an earlier run whose outcome is unknown may still land: a new epoch fences them out
     this.epoch ??= await renewEpoch(this.deps.client, fence, this.deps.limits.callTimeoutMs);
     const run = new DrainRun(this.deps, { ...fence, epoch: this.epoch }, this.deferred, this.recorder, signal);
+    this.run = run;
     try {
       this.cursor = await run.execute(this.cursor);
     } catch (err) {
@@ -177,6 +196,8 @@ export class Drainer {
       this.cursor = 0;
       if (err instanceof EtcdUnavailableError) this.epoch = undefined;
       throw err;
+    } finally {
+      if (this.run === run) this.run = undefined;
     }
     let retryInMs: number | undefined;
     const now = this.deps.now();
@@ -184,6 +205,15 @@ export class Drainer {
       retryInMs = Math.min(retryInMs ?? Infinity, Math.max(0, d.dueAt - now));
     }
     return { keys: run.keys, entries: run.entries, retryInMs };
+  }
+
+  /**
+   * Called after an append was made durable: true when the run in progress
+   * takes it (it reads the journal again before it ends), so the forwarder
+   * need not be woken; false when a wake-up is needed.
+   */
+  takesAppends(): boolean {
+    return this.run?.takeAppends() ?? false;
   }
 
   /** Records the acknowledged entries gathered so far; resolves once every recording has landed or been refused. */
@@ -198,6 +228,11 @@ class DrainRun {
   private error: unknown;
   private readonly inflight = new Set<Promise<void>>();
   private windowSize = 256;
+  /** Until the run decides to end: appends it was told of go to another round. */
+  private open = true;
+  private appended = false;
+  /** Ends a linger early (an append was taken, or the run aborted). */
+  private wake?: () => void;
   private readonly locks = new Map<string, Promise<void>>();
   private readonly prefixLocks = new Map<string, Promise<void>>();
 
@@ -213,6 +248,7 @@ class DrainRun {
     // rounds until the journal holds nothing past the cursor: appends that land while a round's
     // txns are in flight are taken by the next round, without a new run (and a new kick) per append
     for (;;) {
+      this.appended = false;
       await this.sendDue();
       const first = await this.read(cursor);
       let window = first;
@@ -226,12 +262,41 @@ class DrainRun {
         window = await next;
       }
       await Promise.all(this.inflight);
-      if (first.entries === 0 || this.stopped() || this.deps.journal.lastSeq() <= cursor) break;
+      if (this.stopped()) break;
+      if (!this.appended && (first.entries === 0 || this.deps.journal.lastSeq() <= cursor)) {
+        await this.linger();
+        if (!this.appended || this.stopped()) break;
+      }
     }
+    this.open = false;
     this.error ??= this.recorder.error;
     if (this.error) throw this.error;
     if (this.signal?.aborted) throw new PortwireError('drain aborted');
     return cursor;
+  }
+
+  /** See {@link Drainer.takesAppends}. */
+  takeAppends(): boolean {
+    if (!this.open || this.stopped()) return false;
+    this.appended = true;
+    this.wake?.();
+    return true;
+  }
+
+  /** Waits up to `lingerMs` for an append taken by {@link takeAppends}. */
+  private linger(): Promise<void> {
+    if (this.deps.limits.lingerMs <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.signal?.removeEventListener('abort', done);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, this.deps.limits.lingerMs);
+      this.signal?.addEventListener('abort', done, { once: true });
+      this.wake = done;
+    });
   }
 
   private stopped(): boolean {
@@ -251,7 +316,12 @@ class DrainRun {
       maxBytes: Math.min(limits.maxTxnBytes, limits.maxRequestBytes - 1024),
       maxOpBytes: limits.maxRequestBytes - 512,
     };
-    if (this.deps.signing) task.signing = this.deps.signing;
+    if (this.deps.signing) {
+      task.signing = this.deps.signing;
+    } else if (journal.lastSeq() - afterSeq <= INLINE_WINDOW_ENTRIES) {
+      // appends that land meanwhile wait for the next window
+      return journal.drainWindow({ ...task, maxEntries: Math.min(task.maxEntries, INLINE_WINDOW_ENTRIES) });
+    }
     return (await pool.run(task)) as DrainWindow;
   }
 

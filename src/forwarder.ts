@@ -26,9 +26,10 @@ export interface ForwarderDeps {
 }
 
 /**
- * Builds the forwarder machine provided with etcd, the journal and the pool,
- * and `settled()`, which resolves once the last drain started has finished
- * (a stopped actor abandons its promise; the pool must outlive it).
+ * Builds the forwarder machine provided with etcd, the journal and the pool;
+ * `settled()`, which resolves once the last drain started has finished (a
+ * stopped actor abandons its promise; the pool must outlive it); and
+ * `takesAppends()` (see {@link Drainer.takesAppends}).
  */
 export function etcdForwarder(deps: ForwarderDeps) {
   const drainer = new Drainer({ ...deps.drainer, log: deps.log });
@@ -70,5 +71,5 @@ export function etcdForwarder(deps: ForwarderDeps) {
       },
     },
   });
-  return { machine, settled: () => running.then(() => drainer.idle()) };
+  return { machine, settled: () => running.then(() => drainer.idle()), takesAppends: () => drainer.takesAppends() };
 }

@@ -33,6 +33,7 @@ import { join } from 'node:path';
 import { JournalFullError, PortwireError, ValidationError } from './errors.ts';
 import { decodeEntry, encodeEntry, type StoredEntry } from './journal-entry.ts';
 import { appliedDbsOf, DRAIN_TOKEN, holdsDrain, recordApplied, type AppliedDbs } from './apply-applied.ts';
+import { readDrainWindow, type DrainWindow, type DrainWindowTask } from './drain-window.ts';
 import type { JournalOp } from './types.ts';
 
 export type { StoredEntry } from './journal-entry.ts';
@@ -493,6 +494,17 @@ export class Journal {
   oldestEntryTime(): number | undefined {
     for (const { value } of this.entries.getRange({ limit: 1 })) return decodeEntry(value).t;
     return undefined;
+  }
+
+  /**
+   * Prepares a drain window on this thread, from this process's handle of the
+   * environment: for a window of a few entries, cheaper than a pool task.
+   */
+  drainWindow(task: DrainWindowTask): DrainWindow {
+    // lmdb-js renews this thread's snapshot after its own commits, but keeps it for up to a timer tick
+    // against other processes' appends: the window must see every append made so far
+    this.root.resetReadTxn();
+    return readDrainWindow(this.entries, task);
   }
 
   /** Reads entries after `afterSeq` (for inspection and small retries). */

@@ -41,6 +41,12 @@ export interface RuntimeOptions {
     windowEntries?: number;
     /** Txns in flight. @default 16 */
     inFlight?: number;
+    /**
+     * How long a drain run that found the journal drained waits for another
+     * append before it ends, ms: a steady trickle of binds is drained by one
+     * run, not a run per bind. @default 5
+     */
+    lingerMs?: number;
   };
   /** Retry of an entry that fails for its own reasons. */
   retry?: {
@@ -133,7 +139,7 @@ export type ResolvedOptions = Required<
   Omit<RuntimeOptions, 'physnetKnown' | 'logger' | 'batch' | 'retry' | 'etcd' | 'resync' | 'returnWatcher' | 'inspector' | 'signing'>
 > & {
   etcd: EtcdConnectionOptions & { endpoints: string[]; callTimeoutMs: number };
-  batch: { maxTxnOps?: number; maxTxnBytes: number; maxRequestBytes: number; windowEntries: number; inFlight: number };
+  batch: { maxTxnOps?: number; maxTxnBytes: number; maxRequestBytes: number; windowEntries: number; inFlight: number; lingerMs: number };
   retry: Required<NonNullable<RuntimeOptions['retry']>>;
   resync: { enabled: boolean; intervalMs: number; source?: DesiredSource };
   returnWatcher: Required<NonNullable<RuntimeOptions['returnWatcher']>>;
@@ -166,6 +172,7 @@ export function resolveOptions(options: RuntimeOptions = {}): ResolvedOptions {
       maxRequestBytes: options.batch?.maxRequestBytes ?? 1.5 * 1024 * 1024,
       windowEntries: options.batch?.windowEntries ?? 8192,
       inFlight: options.batch?.inFlight ?? 16,
+      lingerMs: options.batch?.lingerMs ?? 5,
     },
     retry: {
       maxAttempts: options.retry?.maxAttempts ?? 6,

@@ -8,8 +8,10 @@
  * Settled ports cost a compact record, not an actor: a record is re-hydrated
  * into an actor (through the machine's `init` state, which announces nothing
  * already announced) when its facts change in a way that needs one.
- * Announcements are remembered durably (LMDB table `notified`) before a
- * clean stop, so a restart or a new leader never announces a binding twice.
+ * Announcements are remembered durably (LMDB table `notified`, gathered for
+ * {@link NOTIFIED_WRITE_MS} and written in one transaction, and at once when
+ * the process stops leading or stops), so a restart or a new leader never
+ * announces a binding twice.
  * A follower keeps the facts only (for `whenActive` and the inspector).
  */
 import { EventEmitter } from 'node:events';
@@ -68,6 +70,8 @@ export interface PortRegistryOptions {
   notified: Database<NotifiedRecord, string>;
   log: Logger;
   now: () => number;
+  /** How long announcement records are gathered before they are written, ms. @default {@link NOTIFIED_WRITE_MS} */
+  notifiedWriteMs?: number;
 }
 
 type Announcement = 'announceBound' | 'announceStatus' | 'announceStalled' | 'announceRecovered' | 'announceUnbound';
@@ -82,6 +86,12 @@ const EMPTY: PortFacts = { bindings: [], states: [] };
 const SETTLED = new Set(['active', 'unbound', 'gone']);
 const HISTORY = 20;
 const SLICE = 1000;
+/**
+ * Announcement records are gathered for this long, ms, and written in one
+ * LMDB transaction: one per announcement would double the write transactions
+ * (and fsyncs) of a steady stream of binds.
+ */
+export const NOTIFIED_WRITE_MS = 10;
 
 const sameFacts = (a: PortFacts, b: PortFacts): boolean =>
   a.bindings.length === b.bindings.length &&
@@ -118,11 +128,14 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   private readonly decisions: PortDecisions;
   /** The announcements, by action name: the machine's implementations and the record path's. */
   private readonly announce: Record<Announcement, (port: string, p: { binding: BindingId; status: PortStatus }) => void>;
+  /** Announcement records not written yet (null: removed), and the timer that writes them. */
+  private readonly unwritten = new Map<string, NotifiedRecord | null>();
+  private writeTimer?: ReturnType<typeof setTimeout>;
 
   constructor(private readonly o: PortRegistryOptions) {
     super();
     const record = (port: string, host: string, rev: number, status: PortStatus) => {
-      void this.o.notified.put(port, [host, rev, status]);
+      this.remember(port, [host, rev, status]);
     };
     this.announce = {
       announceBound: (port, p) => {
@@ -141,7 +154,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
       },
       announceRecovered: (port, p) => this.emit('portRecovered', { port, host: p.binding.host }),
       announceUnbound: (port, p) => {
-        void this.o.notified.remove(port);
+        this.remember(port, null);
         this.emit('portUnbound', { port, host: p.binding.host });
       },
     };
@@ -277,6 +290,8 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   follow(): void {
     if (!this.leading) return;
     this.leading = false;
+    // the next leader may be another process on this data directory
+    this.writeRemembered();
     this.dropStalls();
     for (const [id, entry] of this.entries) {
       this.release(entry);
@@ -326,9 +341,27 @@ export class PortRegistry extends EventEmitter<PortEvents> {
     });
   }
 
-  /** Waits until the durable announcement records are on disk. */
+  /** Writes the announcement records gathered so far and waits until they are on disk. */
   async flush(): Promise<void> {
+    this.writeRemembered();
     await this.o.notified.flushed;
+  }
+
+  /** Gathers an announcement record (null: the port's record goes) for the next write. */
+  private remember(port: string, record: NotifiedRecord | null): void {
+    this.unwritten.set(port, record);
+    this.writeTimer ??= setTimeout(() => this.writeRemembered(), this.o.notifiedWriteMs ?? NOTIFIED_WRITE_MS);
+  }
+
+  /** Writes the gathered records; lmdb-js commits the puts of one event-loop turn in one transaction. */
+  private writeRemembered(): void {
+    clearTimeout(this.writeTimer);
+    this.writeTimer = undefined;
+    for (const [port, record] of this.unwritten) {
+      if (record) void this.o.notified.put(port, record);
+      else void this.o.notified.remove(port);
+    }
+    this.unwritten.clear();
   }
 
   private wake(id: string): void {
@@ -337,7 +370,7 @@ export class PortRegistry extends EventEmitter<PortEvents> {
   }
 
   private loadNotified(id: string, entry: PortEntry): void {
-    const r = this.o.notified.get(id);
+    const r = this.unwritten.has(id) ? this.unwritten.get(id) : this.o.notified.get(id);
     if (r) {
       entry.notified = { host: r[0], rev: r[1] };
       entry.status = r[2];

@@ -44,8 +44,8 @@ export interface Roles {
   /** The supervisor, provided with every enabled role. */
   machine: ReturnType<typeof supervisorMachine.provide>;
   input: SupervisorInput;
-  /** Resolves once the forwarder's last drain (and its recordings) finished; when it runs. */
-  forwarderSettled?: () => Promise<void>;
+  /** When the forwarder runs: see {@link etcdForwarder}. */
+  forwarder?: Pick<ReturnType<typeof etcdForwarder>, 'settled' | 'takesAppends'>;
 }
 
 /** Builds the enabled roles and the supervisor that runs them. */
@@ -71,7 +71,7 @@ export function buildRoles(d: RolesDeps): Roles {
   });
   const actors: Record<string, unknown> = {};
   const input: SupervisorInput = { restartBaseMs: 200, restartMaxMs: 10_000 };
-  let forwarderSettled: (() => Promise<void>) | undefined;
+  let forwarderHandle: Roles['forwarder'];
   if (o.forwarder) {
     const log = roleLogger(d.log, FORWARDER_ROLE);
     const forwarder = etcdForwarder({
@@ -93,6 +93,7 @@ export function buildRoles(d: RolesDeps): Roles {
           maxRequestBytes: o.batch.maxRequestBytes,
           windowEntries: o.batch.windowEntries,
           inFlight: o.batch.inFlight,
+          lingerMs: o.batch.lingerMs,
           callTimeoutMs: o.etcd.callTimeoutMs,
           maxAttempts: o.retry.maxAttempts,
           retryBaseMs: o.retry.baseMs,
@@ -100,7 +101,7 @@ export function buildRoles(d: RolesDeps): Roles {
         },
       },
     });
-    forwarderSettled = forwarder.settled;
+    forwarderHandle = forwarder;
     actors.forwarder = forwarder.machine;
     input.forwarder = {
       pollIntervalMs: o.pollIntervalMs,
@@ -141,5 +142,5 @@ export function buildRoles(d: RolesDeps): Roles {
       election: electionInput(RETURN_WATCHER_ROLE),
     };
   }
-  return { machine: supervisorMachine.provide({ actors: actors as never }), input, forwarderSettled };
+  return { machine: supervisorMachine.provide({ actors: actors as never }), input, forwarder: forwarderHandle };
 }

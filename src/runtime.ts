@@ -14,7 +14,7 @@ import type { supervisorMachine } from '../machines/supervisor.ts';
 import type { RefusalInfo, Term } from '../machines/election.ts';
 import { createEtcdClient, deadline, probeMaxTxnOps, TXN_OPS_PROBE } from './etcd.ts';
 import { checkEtcdAccess } from './etcd-preflight.ts';
-import { buildRoles } from './roles.ts';
+import { buildRoles, type Roles } from './roles.ts';
 import { resyncOnce, RESYNC_ROLE, type ResyncDeps, type ResyncReport } from './resync.ts';
 import { fromEtcdError, NotLeaderError, RuntimeStateError, TimeoutError, ValidationError } from './errors.ts';
 import { FORWARDER_ROLE } from './forwarder.ts';
@@ -147,7 +147,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
   private readonly inspectListeners = new Set<(e: InspectionEvent) => void>();
   private inspector?: Inspector;
   private kickPending = false;
-  private forwarderSettled?: () => Promise<void>;
+  private forwarder?: Roles['forwarder'];
   private state: 'created' | 'running' | 'stopping' | 'stopped' = 'created';
 
   constructor(options: RuntimeOptions = {}) {
@@ -255,7 +255,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       onResyncReport: (report) => this.emit('resync', report),
       onWatchFault: (fault) => this.emit('watchFault', { reason: fault.reason }),
     });
-    this.forwarderSettled = roles.forwarderSettled;
+    this.forwarder = roles.forwarder;
     this.supervisor = createActor(roles.machine, { input: roles.input, inspect: (e) => this.onInspection(e) });
     this.supervisor.subscribe({
       error: (err) => {
@@ -345,14 +345,19 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     return seq;
   }
 
-  /** Wakes the local forwarder, at most once per event-loop turn. */
+  /**
+   * Wakes the local forwarder, at most once per event-loop turn, unless a
+   * drain run in progress takes the appends (a machine event per append
+   * costs more than the append).
+   */
   private kick(): void {
     if (this.kickPending) return;
     this.kickPending = true;
     setImmediate(() => {
       this.kickPending = false;
       // a wake-up that lands while stopping has no forwarder left to wake
-      if (this.state === 'running') this.supervisor?.send({ type: 'KICK' });
+      if (this.state !== 'running' || this.forwarder?.takesAppends()) return;
+      this.supervisor?.send({ type: 'KICK' });
     });
   }
 
@@ -742,7 +747,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     }
     sup?.stop();
     // an aborted drain finishes its in-flight txns and journal writes before the pool goes
-    await this.forwarderSettled?.();
+    await this.forwarder?.settled();
     this.registry?.clear();
     await this.registry?.flush();
     await this.pool?.destroy();

@@ -8,6 +8,7 @@ import { rmSync } from 'node:fs';
 
 import { Journal } from '../src/journal.ts';
 import drainWindow, { OP_DELETE, OP_DELETE_PREFIX, OP_OVERSIZE, OP_PUT, type DrainWindow } from '../src/drain-window.ts';
+import { createPool } from '../src/pool.ts';
 import { tempDir } from './helpers/temp.ts';
 
 let dir: string;
@@ -108,6 +109,34 @@ describe('drain window', () => {
     expect(w.entries).toBe(0);
     expect(w.keys).toEqual([]);
     expect(Array.from(w.batchStarts)).toEqual([0]);
+  });
+
+  it('the main thread prepares the same window from its own handle', async () => {
+    await journal.append([
+      { key: '/p/a', value: { v: 1 } },
+      { key: '/p/', value: null, prefix: true },
+      { key: '/q/b', value: { v: 2 } },
+      { key: '/q/b', value: { v: 3 } },
+    ]);
+    for (const t of [task(), task({ afterSeq: 1, maxEntries: 2 }), task({ maxOps: 1 })]) {
+      expect(ops(journal.drainWindow(t))).toEqual(ops(drainWindow(t)));
+    }
+  });
+
+  it("a pool worker's window sees every append made before the task, however soon after its last one", async () => {
+    // lmdb-js keeps a thread's read snapshot until a timer tick: without a fresh one, about half were stale here
+    const pool = createPool({ size: 1 });
+    try {
+      const stale: number[] = [];
+      for (let i = 1; i <= 100; i++) {
+        await journal.append([{ key: `/k/${i}`, value: i }]);
+        const w = (await pool.run(task({ afterSeq: i - 1 }))) as DrainWindow;
+        if (w.entries !== 1) stale.push(i);
+      }
+      expect(stale).toEqual([]);
+    } finally {
+      await pool.destroy();
+    }
   });
 });
 

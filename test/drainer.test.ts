@@ -1,0 +1,131 @@
+/**
+ * A drain run and the appends that land while it runs, against real etcd, a
+ * real LMDB journal and a real pool: a run in progress takes them (the
+ * runtime then sends the forwarder no KICK), lingers `lingerMs` for more, and
+ * once it has ended says so, so the runtime wakes the forwarder again.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import type { Etcd3, Lease } from 'etcd3';
+import type { Piscina } from 'piscina';
+import { Drainer, type DrainEvent, type DrainLimits } from '../src/drainer.ts';
+import { Journal } from '../src/journal.ts';
+import { createPool } from '../src/pool.ts';
+import type { Fence } from '../src/etcd.ts';
+import { newClient, uniquePrefix } from './helpers/etcd.ts';
+import { tempDir } from './helpers/temp.ts';
+
+let client: Etcd3;
+let lease: Lease;
+let pool: Piscina;
+let journal: Journal;
+let prefix: string;
+let fence: Fence;
+let drainers: Drainer[];
+let applied: (() => void)[];
+
+const limits = (lingerMs: number): DrainLimits => ({
+  maxOps: 128,
+  maxTxnBytes: 1 << 20,
+  maxRequestBytes: 1.5 * (1 << 20),
+  windowEntries: 8192,
+  inFlight: 4,
+  callTimeoutMs: 5000,
+  maxAttempts: 3,
+  retryBaseMs: 50,
+  retryMaxMs: 1000,
+  lingerMs,
+});
+
+function drainer(lingerMs: number): Drainer {
+  const onEvent = (e: DrainEvent) => {
+    if (e.type === 'applied') for (const wake of applied.splice(0)) wake();
+  };
+  const d = new Drainer({ journal, pool, client, log: pino({ level: 'silent' }), limits: limits(lingerMs), now: Date.now, random: Math.random, onEvent });
+  drainers.push(d);
+  return d;
+}
+
+/** Resolves at the next txn etcd acknowledges. */
+const nextApplied = (): Promise<void> => new Promise((resolve) => applied.push(resolve));
+const value = async (key: string): Promise<unknown> => {
+  const s = await client.get(`${prefix}/${key}`).string();
+  return s === null ? null : JSON.parse(s);
+};
+const append = (key: string, v: unknown) => journal.append([{ key: `${prefix}/${key}`, value: v }]);
+
+beforeEach(async () => {
+  client = newClient();
+  prefix = uniquePrefix('drainer');
+  const electionKey = `${prefix}/election/forwarder`;
+  lease = client.lease(10, { autoKeepAlive: false });
+  await client.put(electionKey).value('holder-1').lease(await lease.grant());
+  fence = { key: electionKey, token: (await client.get(electionKey).exec()).kvs[0].create_revision };
+  journal = Journal.open(tempDir('pw-drainer-'));
+  pool = createPool({ size: 1 });
+  drainers = [];
+  applied = [];
+});
+afterEach(async () => {
+  for (const d of drainers) await d.idle();
+  await pool.destroy();
+  await journal.close();
+  await lease.revoke();
+  client.close();
+});
+
+describe('a drain run and the appends that land while it runs', () => {
+  it('a run takes every append made while it lingers, in order, without another drain; it ends on abort', async () => {
+    const d = drainer(600_000);
+    await append('k', { n: 0 });
+    const ac = new AbortController();
+    const first = nextApplied();
+    const run = d.drain(fence, ac.signal);
+    run.catch(() => undefined);
+    await first;
+    expect(await value('k')).toEqual({ n: 0 });
+
+    // one key updated 30 times and another written: each append is taken by the lingering run
+    for (let n = 1; n <= 30; n++) {
+      const ack = nextApplied();
+      await append('k', { n });
+      expect(d.takesAppends()).toBe(true);
+      await ack;
+    }
+    const last = nextApplied();
+    await append('other', { n: 1 });
+    expect(d.takesAppends()).toBe(true);
+    await last;
+    expect(await value('k')).toEqual({ n: 30 });
+    expect(await value('other')).toEqual({ n: 1 });
+
+    ac.abort();
+    await expect(run).rejects.toThrow(/aborted/);
+    expect(d.takesAppends()).toBe(false);
+    await d.idle();
+    expect(journal.depth()).toBe(0);
+  });
+
+  it('a run that has ended takes nothing: the append waits for the next drain', async () => {
+    const d = drainer(0);
+    await append('a', { n: 1 });
+    expect((await d.drain(fence)).keys).toBe(1);
+    expect(d.takesAppends()).toBe(false);
+
+    await append('b', { n: 1 });
+    expect(d.takesAppends()).toBe(false);
+    expect(await value('b')).toBeNull();
+    expect((await d.drain(fence)).keys).toBe(1);
+    expect(await value('b')).toEqual({ n: 1 });
+  });
+
+  it('a window larger than the main-thread read is prepared in the pool; all of it arrives', async () => {
+    const d = drainer(0);
+    await journal.append(Array.from({ length: 500 }, (_, i) => ({ key: `${prefix}/bulk/${i}`, value: { i } })));
+    const r = await d.drain(fence);
+    expect(r).toMatchObject({ keys: 500, entries: 500 });
+    const kvs = await client.getAll().prefix(`${prefix}/bulk/`).strings();
+    expect(Object.keys(kvs)).toHaveLength(500);
+    expect(JSON.parse(kvs[`${prefix}/bulk/499`])).toEqual({ i: 499 });
+  });
+});
