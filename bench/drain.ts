@@ -22,7 +22,7 @@
  * Ed25519 compact JWS per value, see `src/jws.ts`) and the signed drain is
  * compared with the unsigned one of the same run.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -37,6 +37,7 @@ import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import type { ScenarioReport, TargetCheck } from './index.ts';
 import { bindArgs, keyValue } from './ports-data.ts';
+import { machineBusyMs, procCpuMs } from './cpu.ts';
 
 /** Options of {@link runDrain}. */
 export interface DrainBenchOptions {
@@ -100,29 +101,6 @@ export interface Measured {
   etcdCpuMs: number;
   /** CPU ms of every other process on the machine: other people's work (from /proc/stat; NaN where unavailable). */
   otherCpuMs: number;
-}
-
-/** CPU ms (user + system) of process `pid`, from /proc (Linux; NaN elsewhere). */
-function procCpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return NaN;
-  }
-}
-const CLOCK_TICKS = 100;
-
-/** Busy CPU ms of the whole machine (all but idle and iowait), from /proc/stat (NaN elsewhere). */
-function machineBusyMs(): number {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const [user, nice, system, , , irq, softirq, steal] = f;
-    return ((user + nice + system + irq + softirq + steal) * 1000) / CLOCK_TICKS;
-  } catch {
-    return NaN;
-  }
 }
 
 /** Starts a measurement; call the result to end it. */

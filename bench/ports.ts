@@ -32,6 +32,7 @@ import { createRuntime } from '../src/runtime.ts';
 import { formatTable } from './drain.ts';
 import type { ScenarioReport, TargetCheck } from './index.ts';
 import { bindArgs, HOSTS, keyValue } from './ports-data.ts';
+import { machineBusyMs, procCpuMs } from './cpu.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const hostNames = Array.from({ length: HOSTS }, (_, i) => `compute-${String(i).padStart(3, '0')}`);
@@ -70,8 +71,11 @@ async function stopProcess(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-/** (a): binds at `rate`/s for `seconds`, latency from the call to `portBound`. */
-export async function latency(endpoint: string, rate: number, seconds: number, warmup: number, warmSeconds: number) {
+/**
+ * (a): binds at `rate`/s for `seconds`, latency from the call to `portBound`,
+ * and the CPU each process used meanwhile (`etcdPid`: the server's, when known).
+ */
+export async function latency(endpoint: string, rate: number, seconds: number, warmup: number, warmSeconds: number, etcdPid?: number) {
   const prefix = '/pw-bench-ports-latency';
   const dataDir = mkdtempSync(join(tmpdir(), 'pw-bench-ports-'));
   const agents = await startAgentsProcess(endpoint, prefix);
@@ -146,8 +150,21 @@ export async function latency(endpoint: string, rate: number, seconds: number, w
     measuring = true;
     const total = rate * seconds;
     const t0 = performance.now();
+    const cpu0 = { own: process.cpuUsage(), agents: procCpuMs(agents.pid!), etcd: etcdPid ? procCpuMs(etcdPid) : NaN, machine: machineBusyMs() };
     await paced(warmup + warmCount, total, (i) => bind(i, 'measured'));
     const issueSeconds = (performance.now() - t0) / 1000;
+    // CPU over the measured window, in cores (ms of CPU per ms of wall time)
+    const wallMs = performance.now() - t0;
+    const own = process.cpuUsage(cpu0.own);
+    const ownMs = (own.user + own.system) / 1000;
+    const agentsMs = procCpuMs(agents.pid!) - cpu0.agents;
+    const etcdMs = etcdPid ? procCpuMs(etcdPid) - cpu0.etcd : NaN;
+    const cores = {
+      runtime: ownMs / wallMs,
+      agents: agentsMs / wallMs,
+      etcd: etcdMs / wallMs,
+      others: Math.max(0, machineBusyMs() - cpu0.machine - ownMs - agentsMs - (etcdMs || 0)) / wallMs,
+    };
     await Promise.all(calls);
     await new Promise<void>((resolve, reject) => {
       const deadline = Date.now() + 60_000;
@@ -179,6 +196,7 @@ export async function latency(endpoint: string, rate: number, seconds: number, w
       warmSeconds,
       warmP50: pct(warmLatencies, 50),
       warmP99: pct(warmLatencies, 99),
+      cores,
     };
   } finally {
     await rt.stop();
@@ -286,8 +304,8 @@ export async function runPorts(options: PortsBenchOptions = {}): Promise<Scenari
     const skipLatency = options.flags?.['memory-only'] === true;
     const latencyOnly = options.flags?.['latency-only'] === true;
     const lat = skipLatency
-      ? { binds: 0, achievedRate: 0, p50: NaN, p90: NaN, p99: NaN, max: NaN, callP50: NaN, callP99: NaN, bindingSeenP50: NaN, bindingSeenP99: NaN, confirmP50: NaN, confirmP99: NaN, warmSeconds: 0, warmP50: NaN, warmP99: NaN }
-      : await latency(etcd.endpoints[0], 1000, seconds, 500, WARM_SECONDS);
+      ? { binds: 0, achievedRate: 0, p50: NaN, p90: NaN, p99: NaN, max: NaN, callP50: NaN, callP99: NaN, bindingSeenP50: NaN, bindingSeenP99: NaN, confirmP50: NaN, confirmP99: NaN, warmSeconds: 0, warmP50: NaN, warmP99: NaN, cores: { runtime: NaN, agents: NaN, etcd: NaN, others: NaN } }
+      : await latency(etcd.endpoints[0], 1000, seconds, 500, WARM_SECONDS, etcd.pid);
     console.log(
       formatTable([
         ['bind → active at 1,000 binds/s, 20 agents', 'ms'],
@@ -299,6 +317,8 @@ export async function runPorts(options: PortsBenchOptions = {}): Promise<Scenari
         ['  of which call → binding seen by the return watch, p50 / p99', `${lat.bindingSeenP50.toFixed(1)} / ${lat.bindingSeenP99.toFixed(1)}`],
         ['  of which binding seen → agent confirmation seen, p50 / p99', `${lat.confirmP50.toFixed(1)} / ${lat.confirmP99.toFixed(1)}`],
         ['achieved bind rate /s', String(lat.achievedRate)],
+        ['CPU meanwhile, cores: runtime (and this driver) / agents / etcd', `${lat.cores.runtime.toFixed(2)} / ${lat.cores.agents.toFixed(2)} / ${lat.cores.etcd.toFixed(2)}`],
+        ['CPU of other processes meanwhile, cores (0 on a quiet machine)', lat.cores.others.toFixed(2)],
         [`before it: ${lat.warmSeconds} s warm-up at the same rate (not counted), p50 / p99`, `${lat.warmP50.toFixed(1)} / ${lat.warmP99.toFixed(1)}`],
       ]),
     );

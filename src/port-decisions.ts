@@ -6,9 +6,11 @@
  * (migrating bindings are sorted by host) and revision order (a state key
  * confirms a binding when its revision is higher). So two inputs that differ
  * only by an order-preserving renaming of hosts and revisions get the same
- * decision, renamed. `decide` renames the input to a canonical one (hosts
- * `h000`, `h001`… in sorted order; revisions ranked 1, 2…), runs the machine's
- * own `getInitialSnapshot` once per canonical input, and maps the result back.
+ * decision, renamed. `decide` keys the memo by the input's shape (hosts by
+ * sorted index, revisions by rank); the first time a shape is seen it renames
+ * the input to a canonical one (hosts `h000`, `h001`… in sorted order;
+ * revisions ranked 1, 2…) and runs the machine's own `getInitialSnapshot`
+ * on it. The decision is mapped back to the input's hosts and revisions.
  * A settled port costs a map lookup instead of a macrostep (36 KB of garbage).
  */
 import { createActor, type ActorScope, type ExecutableActionObject } from 'xstate';
@@ -28,12 +30,10 @@ export interface PortDecision {
   status: PortStatus | undefined;
 }
 
-/** A renaming of an input's hosts and revisions, both ways. */
+/** The hosts an input names, sorted, and its revisions, ascending: a canonical host or revision is its index. */
 interface Renaming {
-  host: Map<string, string>;
-  rev: Map<number, number>;
-  hostBack: string[];
-  revBack: number[];
+  hosts: string[];
+  revs: number[];
 }
 
 /** Makes and remembers decisions for one (provided) port machine. */
@@ -52,24 +52,20 @@ export class PortDecisions {
   /** The decision for `input`, from the memo when its shape was seen before. */
   decide(input: PortInput): PortDecision {
     const r = renaming(input);
-    const canonical: PortInput = {
-      portId: '',
-      stallMs: input.stallMs,
-      facts: {
-        bindings: input.facts.bindings.map((b) => ({ host: r.host.get(b.host)!, rev: r.rev.get(b.rev)! })),
-        states: input.facts.states.map((s) => ({ host: r.host.get(s.host)!, rev: r.rev.get(s.rev)!, status: s.status })),
-      },
-      notified: input.notified && { host: r.host.get(input.notified.host)!, rev: r.rev.get(input.notified.rev)! },
-      status: input.status,
-    };
-    const key = JSON.stringify([canonical.facts, canonical.notified ?? null, canonical.status ?? null, input.stallLeftMs ?? null]);
+    const { facts, notified } = input;
+    // the shape: hosts by sorted index, revisions by rank
+    let key = '';
+    for (const b of facts.bindings) key += `b${r.hosts.indexOf(b.host)}.${r.revs.indexOf(b.rev)};`;
+    for (const x of facts.states) key += `s${r.hosts.indexOf(x.host)}.${r.revs.indexOf(x.rev)}.${x.status};`;
+    if (notified) key += `n${r.hosts.indexOf(notified.host)}.${r.revs.indexOf(notified.rev)};`;
+    key += `${input.status ?? ''};${input.stallLeftMs ?? ''}`;
     let d = this.memo.get(key);
     if (!d) {
-      d = this.direct(input.stallLeftMs === undefined ? canonical : { ...canonical, stallLeftMs: input.stallLeftMs });
+      d = this.direct(canonicalInput(input, r));
       this.memo.set(key, d);
     }
     const back = (b: BindingId | undefined): BindingId | undefined =>
-      b && { host: r.hostBack[Number(b.host.slice(1))], rev: r.revBack[b.rev - 1] };
+      b && { host: r.hosts[Number(b.host.slice(1))], rev: r.revs[b.rev - 1] };
     return {
       value: d.value,
       timer: d.timer,
@@ -121,25 +117,38 @@ export class PortDecisions {
   }
 }
 
-/** Hosts in sorted order and revisions by rank, over everything the input names. */
+/** Hosts in sorted order and revisions by rank, over everything the input names (a few of each). */
 function renaming(input: PortInput): Renaming {
-  const hosts = new Set<string>();
-  const revs = new Set<number>();
+  const hosts: string[] = [];
+  const revs: number[] = [];
   const add = (x: { host: string; rev: number }) => {
-    hosts.add(x.host);
-    revs.add(x.rev);
+    if (!hosts.includes(x.host)) hosts.push(x.host);
+    if (!revs.includes(x.rev)) revs.push(x.rev);
   };
   input.facts.bindings.forEach(add);
   input.facts.states.forEach(add);
   if (input.notified) add(input.notified);
-  const hostBack = [...hosts].sort();
-  const revBack = [...revs].sort((a, b) => a - b);
-  return {
-    host: new Map(hostBack.map((h, i) => [h, `h${String(i).padStart(3, '0')}`])),
-    rev: new Map(revBack.map((v, i) => [v, i + 1])),
-    hostBack,
-    revBack,
+  hosts.sort();
+  revs.sort((a, b) => a - b);
+  return { hosts, revs };
+}
+
+/** The input renamed: hosts `h000`, `h001`… in sorted order, revisions ranked 1, 2…; the port id left out. */
+function canonicalInput(input: PortInput, r: Renaming): PortInput {
+  const host = (h: string) => `h${String(r.hosts.indexOf(h)).padStart(3, '0')}`;
+  const rev = (v: number) => r.revs.indexOf(v) + 1;
+  const canonical: PortInput = {
+    portId: '',
+    stallMs: input.stallMs,
+    facts: {
+      bindings: input.facts.bindings.map((b) => ({ host: host(b.host), rev: rev(b.rev) })),
+      states: input.facts.states.map((x) => ({ host: host(x.host), rev: rev(x.rev), status: x.status })),
+    },
+    notified: input.notified && { host: host(input.notified.host), rev: rev(input.notified.rev) },
+    status: input.status,
   };
+  if (input.stallLeftMs !== undefined) canonical.stallLeftMs = input.stallLeftMs;
+  return canonical;
 }
 
 /** `params` with every `{ host, rev }` in it mapped by `back` (announcement parameters are shallow). */
