@@ -108,20 +108,8 @@ export function readDrainWindow(db: Database<Buffer, number>, task: DrainWindowT
    * delete supersedes; built when the window's first prefix delete is read
    */
   let under: Map<string, Set<string>> | undefined;
-  const index = (key: string) => {
-    for (const a of ancestors(key)) {
-      let set = under!.get(a);
-      if (!set) under!.set(a, (set = new Set()));
-      set.add(key);
-    }
-  };
   let lastSeq = task.afterSeq;
   let entries = 0;
-  const coveredByPrefix = (key: string): boolean => {
-    if (prefixes.size === 0) return false;
-    for (const a of ancestors(key)) if (prefixes.has(a)) return true;
-    return false;
-  };
   if (task.maxEntries <= 0) return encode(byKey, lastSeq, 0, task);
   for (const { key: seq, value: raw } of db.getRange({
     start: task.afterSeq + 1,
@@ -129,10 +117,10 @@ export function readDrainWindow(db: Database<Buffer, number>, task: DrainWindowT
   })) {
     const key = raw.toString('utf8', keyStart, keyEnd(raw));
     if (entryFlags(raw) & FLAG_PREFIX) {
-      if (coveredByPrefix(key)) break;
+      if (coveredByPrefix(prefixes, key)) break;
       if (!under) {
         under = new Map();
-        for (const k of byKey.keys()) index(k);
+        for (const k of byKey.keys()) index(under, k);
       }
       const c = prefixes.get(key) ?? { key, raw, seqs: [] };
       c.raw = raw;
@@ -146,16 +134,16 @@ export function readDrainWindow(db: Database<Buffer, number>, task: DrainWindowT
       }
       under.delete(key);
       prefixes.set(key, c);
-      index(key);
+      index(under, key);
     } else {
-      if (coveredByPrefix(key)) break;
+      if (coveredByPrefix(prefixes, key)) break;
       const c = byKey.get(key);
       if (c) {
         c.raw = raw;
         c.seqs.push(seq);
       } else {
         byKey.set(key, { key, raw, seqs: [seq] });
-        if (under) index(key);
+        if (under) index(under, key);
       }
     }
     lastSeq = seq;
@@ -163,6 +151,22 @@ export function readDrainWindow(db: Database<Buffer, number>, task: DrainWindowT
   }
   for (const [k, c] of prefixes) byKey.set(`\0${k}`, c);
   return encode(byKey, lastSeq, entries, task);
+}
+
+/** Files `key` under each of its ancestor prefixes in `under`. */
+function index(under: Map<string, Set<string>>, key: string): void {
+  for (const a of ancestors(key)) {
+    let set = under.get(a);
+    if (!set) under.set(a, (set = new Set()));
+    set.add(key);
+  }
+}
+
+/** True when one of `key`'s ancestors is a prefix deleted in the window. */
+function coveredByPrefix(prefixes: Map<string, Coalesced>, key: string): boolean {
+  if (prefixes.size === 0) return false;
+  for (const a of ancestors(key)) if (prefixes.has(a)) return true;
+  return false;
 }
 
 function encode(

@@ -52,6 +52,21 @@ export interface GroupAccess {
   remove(sgId: string): void;
 }
 
+/** Group access whose changes are staged (null removes) until the append is accepted. */
+class StagedGroups implements GroupAccess {
+  readonly changes = new Map<string, GroupRecord | null>();
+  constructor(private readonly groups: Database<GroupRecord, string>) {}
+  get(sgId: string): GroupRecord | undefined {
+    return this.changes.has(sgId) ? (this.changes.get(sgId) ?? undefined) : this.groups.get(sgId);
+  }
+  put(sgId: string, rules: unknown[]): void {
+    this.changes.set(sgId, { rules, rev: (this.get(sgId)?.rev ?? 0) + 1 });
+  }
+  remove(sgId: string): void {
+    this.changes.set(sgId, null);
+  }
+}
+
 /** A dead letter: an entry that kept failing for its own reasons. */
 export interface DeadLetter {
   id: number;
@@ -248,15 +263,15 @@ export class Journal {
     let wrote = false;
     try {
       await this.root.transaction(() => {
-        const staged = new Map<string, GroupRecord | null>();
-        const ops = build(this.stagedGroups(staged));
+        const staged = new StagedGroups(this.groups);
+        const ops = build(staged);
         if (!ops) return;
         const records = ops.map((op) => {
           const json = op.json ?? (op.value === null || op.value === undefined || op.prefix ? null : JSON.stringify(op.value));
           return encodeEntry(op.key, json, op.prefix === true, t);
         });
         this.reserveRoom(records);
-        for (const [sgId, record] of staged) {
+        for (const [sgId, record] of staged.changes) {
           if (record) this.groups.put(sgId, record);
           else this.groups.remove(sgId);
         }
@@ -282,16 +297,6 @@ export class Journal {
     return last;
   }
 
-  /** Group access whose changes are staged in `staged` (null removes) until the append is accepted. */
-  private stagedGroups(staged: Map<string, GroupRecord | null>): GroupAccess {
-    const get = (sgId: string) => (staged.has(sgId) ? (staged.get(sgId) ?? undefined) : this.groups.get(sgId));
-    return {
-      get,
-      put: (sgId, rules) => void staged.set(sgId, { rules, rev: (get(sgId)?.rev ?? 0) + 1 }),
-      remove: (sgId) => void staged.set(sgId, null),
-    };
-  }
-
   /**
    * Inside the append's write transaction: refuses `records` with a
    * JournalFullError when they would take the live bytes past the append
@@ -305,12 +310,16 @@ export class Journal {
     const txnId = this.root.getWriteTxnId();
     const at = this.now();
     const appendLimit = this.limitBytes - this.reserveBytes;
-    const over = (x: { usedBytes: number; added: number }) => x.usedBytes + x.added + add > appendLimit;
     let u = this.txnUsed;
-    if (!u || u.added > this.reserveBytes / 4 || (u.txnId !== txnId && at - u.at >= MEASURE_EVERY_MS) || over(u)) {
+    if (
+      !u ||
+      u.added > this.reserveBytes / 4 ||
+      (u.txnId !== txnId && at - u.at >= MEASURE_EVERY_MS) ||
+      u.usedBytes + u.added + add > appendLimit
+    ) {
       u = this.txnUsed = { txnId, at, usedBytes: this.measure().usedBytes, added: 0 };
     }
-    if (over(u)) {
+    if (u.usedBytes + u.added + add > appendLimit) {
       const now = this.measure();
       throw new JournalFullError(
         `journal is full: ${bytes(now.usedBytes)} used of the ${bytes(appendLimit)} append limit ` +

@@ -64,14 +64,12 @@ export class PortDecisions {
       d = this.direct(canonicalInput(input, r));
       this.memo.set(key, d);
     }
-    const back = (b: BindingId | undefined): BindingId | undefined =>
-      b && { host: r.hosts[Number(b.host.slice(1))], rev: r.revs[b.rev - 1] };
     return {
       value: d.value,
       timer: d.timer,
-      actions: d.actions.map((a) => ({ type: a.type, params: mapBindings(a.params, back) })),
-      binding: back(d.binding),
-      notified: back(d.notified),
+      actions: d.actions.map((a) => ({ type: a.type, params: mapBindings(a.params, r) })),
+      binding: back(d.binding, r),
+      notified: back(d.notified, r),
       status: d.status,
     };
   }
@@ -121,13 +119,12 @@ export class PortDecisions {
 function renaming(input: PortInput): Renaming {
   const hosts: string[] = [];
   const revs: number[] = [];
-  const add = (x: { host: string; rev: number }) => {
-    if (!hosts.includes(x.host)) hosts.push(x.host);
-    if (!revs.includes(x.rev)) revs.push(x.rev);
-  };
-  input.facts.bindings.forEach(add);
-  input.facts.states.forEach(add);
-  if (input.notified) add(input.notified);
+  for (const list of [input.facts.bindings, input.facts.states, input.notified ? [input.notified] : []]) {
+    for (const x of list) {
+      if (!hosts.includes(x.host)) hosts.push(x.host);
+      if (!revs.includes(x.rev)) revs.push(x.rev);
+    }
+  }
   hosts.sort();
   revs.sort((a, b) => a - b);
   return { hosts, revs };
@@ -151,13 +148,17 @@ function canonicalInput(input: PortInput, r: Renaming): PortInput {
   return canonical;
 }
 
-/** `params` with every `{ host, rev }` in it mapped by `back` (announcement parameters are shallow). */
-function mapBindings(params: unknown, back: (b: BindingId | undefined) => BindingId | undefined): unknown {
+/** A canonical binding mapped back to the input's host and revision. */
+function back(b: BindingId | undefined, r: Renaming): BindingId | undefined {
+  return b && { host: r.hosts[Number(b.host.slice(1))], rev: r.revs[b.rev - 1] };
+}
+
+/** `params` with every `{ host, rev }` in it mapped {@link back} (announcement parameters are shallow). */
+function mapBindings(params: unknown, r: Renaming): unknown {
   if (params === null || typeof params !== 'object') return params;
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(params)) {
-    out[k] = v !== null && typeof v === 'object' && 'host' in v && 'rev' in v ? back(v as BindingId) : v;
+    out[k] = v !== null && typeof v === 'object' && 'host' in v && 'rev' in v ? back(v as BindingId, r) : v;
   }
   return out;
 }
-
