@@ -8,7 +8,8 @@
  *     the clock, not by the answers) and each bind's latency is measured from the `bindPort` call
  *     to its `portBound` event: journal fsync, drain to etcd, the agent's
  *     watch and write, the return watch, the port actor. Also the journal
- *     call alone. Percentiles over every bind of the measured window.
+ *     call alone. Percentiles over every bind of the measured window, and
+ *     the CPU this process, the agents, etcd and other processes used in it.
  * (b) memory: 100,000 bound and confirmed ports written straight into etcd
  *     (bindings, agents' state keys, 20 alive hosts), then a fresh child
  *     process (`ports-memory-child.ts`, `--expose-gc`) starts a runtime that
