@@ -323,11 +323,16 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
 
   private async grantAlive(e: number): Promise<true> {
     const lease = this.client.lease(this.o.aliveTtlSec, this.deadline());
-    lease.on('lost', (err) => this.onLeaseLost(lease, e, err));
+    // a lease that fails its own grant is lost too: that failure is this call's (retried with a backoff);
+    // taken as a loss, it would start another grant at once, whose lease fails at once (etcd unreachable)…
+    let held = false;
+    lease.on('lost', (err) => held && this.onLeaseLost(lease, e, err));
     this.lease = lease;
     try {
       const id = await lease.grant();
       await this.client.kv.put({ key: Buffer.from(this.keys.stateAlive(this.host)), value: Buffer.from('1'), lease: id }, this.deadline());
+      if (lease.revoked()) throw new Error('the alive lease was lost while its key was written');
+      held = true;
       return true;
     } catch (err) {
       if (this.lease === lease) this.lease = undefined;
@@ -408,7 +413,7 @@ export class SimulatedAgent extends EventEmitter<AgentEvents> {
         onEnd: (reason) => {
           if (!mine()) return;
           this.watcher = undefined;
-          if (reason === 'compacted' || reason === 'canceled') {
+          if (reason === 'compacted' || reason === 'canceled' || reason === 'reset') {
             this.emitError('watch', new Error(`watch of ${dir} ${reason}`), 0, 0);
             void this.retry(e, 'list', () => this.relist(e)).then((rev) => {
               if (rev !== undefined && e === this.epoch) this.watch(e, rev);

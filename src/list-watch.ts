@@ -3,7 +3,7 @@
  * same prefixes from the next revision, on a raw gRPC watch stream of its own
  * (etcd3's Watcher hides compaction and stalls; see DESIGN.md pitfalls).
  *
- * listing ──listed──▶ watching ──compacted | broken | silent──▶ ended (onFault)
+ * listing ──listed──▶ watching ──compacted | broken | silent | reset──▶ ended (onFault)
  * (resuming ──created──▶ watching, when started with `resumeFrom`)
  *
  * A stream is used once. After a broken stream (e.g. etcd restarted) the
@@ -11,6 +11,11 @@
  * when resuming meets a compacted revision) it must list again. Silence is
  * detected by asking etcd for a progress report every `progressIntervalMs`;
  * no answer of any kind within `silentMs` is a silent (stalled) watch.
+ * An etcd whose current revision is below one already seen lost its data
+ * (wiped, or restored from an older backup): a watch resumed there would wait
+ * for revisions that mean something else, so it ends as `reset` (a member
+ * lagging behind the one seen before can look the same for a moment: the
+ * relist that follows is then merely redundant).
  */
 import type { Etcd3, IKeyValue, IWatchResponse } from 'etcd3';
 import { fromEtcdError } from './errors.ts';
@@ -31,6 +36,7 @@ export type WatchFault =
   | { reason: 'compacted'; compactRevision: number }
   | { reason: 'broken'; error: string; revision: number; code?: string }
   | { reason: 'silent'; silentMs: number }
+  | { reason: 'reset'; revision: number; etcdRevision: number }
   | { reason: 'list-failed'; error: string; code?: string };
 
 /** Options of {@link listWatch}. */
@@ -224,6 +230,11 @@ export function listWatch(o: ListWatchOptions): ListWatch {
         );
         return;
       }
+      const etcdRevision = Number(res.header?.revision);
+      if (etcdRevision < revision) {
+        end({ reason: 'reset', revision, etcdRevision });
+        return;
+      }
       if (res.created) o.onWatching?.(revision);
       if (res.events.length === 0) return;
       const changes = changesOf(res);
@@ -256,7 +267,11 @@ export function listWatch(o: ListWatchOptions): ListWatch {
 /** Handlers of {@link watchRange}. */
 export interface WatchRangeHandlers {
   onChanges(changes: WatchChange[]): void;
-  /** The stream ended (canceled, compacted, broken); called at most once, never after `close()`. */
+  /**
+   * The stream ended: `canceled`, `compacted`, `reset` (etcd's revision is
+   * below `startRevision - 1`: its data was lost, see {@link listWatch}), or
+   * the error of a broken stream; called at most once, never after `close()`.
+   */
   onEnd(reason: string): void;
 }
 
@@ -285,6 +300,7 @@ export function watchRange(
       s.on('data', (res) => {
         if (closed) return;
         if (res.canceled) return end(Number(res.compact_revision) > 0 ? 'compacted' : 'canceled');
+        if (Number(res.header?.revision) < range.startRevision - 1) return end('reset');
         if (res.events.length === 0) return;
         handlers.onChanges(changesOf(res));
       });

@@ -1,10 +1,13 @@
 /**
  * Watch faults, each detected and relisted (or resumed) without losing or
- * duplicating a transition: a compacted revision, an etcd restart, and a
- * silently stalled stream (a paused proxy between the runtime and etcd).
+ * duplicating a transition: a compacted revision, an etcd restart, a
+ * silently stalled stream (a paused proxy between the runtime and etcd), and
+ * an etcd that lost its data (wiped and restarted: its revisions start again).
  * The agents talk to etcd directly and keep confirming during each fault.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 
 
@@ -133,5 +136,21 @@ describe('return watcher under watch faults', () => {
     proxy.resume();
     await waitFor(() => announcedOnce(held), { timeoutMs: 30_000, what: 'announced after the relist' });
     expect(bound.length).toBe(held.length);
+  });
+
+  // last: it wipes the etcd this file shares
+  it('relists when etcd lost its data, so bindings made afterwards are seen', { timeout: 60_000 }, async () => {
+    const { rt: r } = await setup('rwf-wipe');
+    const early = ['w0', 'w1', 'w2'];
+    for (const [i, id] of early.entries()) await r.bindPort({ port: port(id, i), segment, host: 'h2' });
+    await waitFor(() => announcedOnce(early), { what: 'early ports bound' });
+    await etcd.kill('SIGKILL');
+    await waitFor(() => faults.some((f) => f.reason === 'broken'), { what: 'broken stream seen' });
+    // the same member on the same ports, with none of its data: revisions start again from 1
+    rmSync(join(etcd.dataDir, 'member'), { recursive: true, force: true });
+    await etcd.restart();
+    await waitFor(() => faults.some((f) => f.reason === 'reset'), { timeoutMs: 20_000, what: 'the lost data detected' });
+    await r.bindPort({ port: port('after-wipe', 99), segment, host: 'h2' });
+    await waitFor(() => announcedOnce(['after-wipe']), { timeoutMs: 30_000, what: 'a binding made after the wipe announced' });
   });
 });
