@@ -9,7 +9,8 @@
  * A run goes on in rounds while appends keep landing, and waits `lingerMs`
  * for more before it ends (no new run, and no forwarder event, per append):
  * {@link Drainer.takesAppends} tells the runtime a run in progress will read
- * the journal again. Entries leave the journal only after their txn was
+ * the journal again (for a second at most: then the forwarder starts another
+ * run, so its figures move). Entries leave the journal only after their txn was
  * acknowledged, recorded in batches (`applied-recorder.ts`).
  *
  * Failures: a refused fence (NotLeaderError) or an unknown outcome
@@ -44,6 +45,13 @@ import {
  * most rounds read one or two).
  */
 const INLINE_WINDOW_ENTRIES = 32;
+/**
+ * A run takes appends (see {@link Drainer.takesAppends}) for this long, ms;
+ * then the next append wakes the forwarder, which starts another run once
+ * this one ended: under a steady stream of binds the forwarder's figures (and
+ * the inspector's view of them) move at least this often.
+ */
+const RUN_TAKES_APPENDS_MS = 1000;
 /** Acknowledged entries that are recorded at once, in one transaction (see `applied-recorder.ts`). */
 const RECORD_MAX_ENTRIES = 65536;
 /** Acknowledged entries are recorded once none came for this long, ms ... */
@@ -230,6 +238,7 @@ class DrainRun {
   private windowSize = 256;
   /** Until the run decides to end: appends it was told of go to another round. */
   private open = true;
+  private readonly startedAt: number;
   private appended = false;
   /** Ends a linger early (an append was taken, or the run aborted). */
   private wake?: () => void;
@@ -242,7 +251,9 @@ class DrainRun {
     private readonly deferred: Map<string, Deferred>,
     private readonly recorder: AppliedRecorder,
     private readonly signal?: AbortSignal,
-  ) {}
+  ) {
+    this.startedAt = deps.now();
+  }
 
   async execute(cursor: number): Promise<number> {
     // rounds until the journal holds nothing past the cursor: appends that land while a round's
@@ -264,6 +275,7 @@ class DrainRun {
       await Promise.all(this.inflight);
       if (this.stopped()) break;
       if (!this.appended && (first.entries === 0 || this.deps.journal.lastSeq() <= cursor)) {
+        if (this.old()) break;
         await this.linger();
         if (!this.appended || this.stopped()) break;
       }
@@ -278,9 +290,19 @@ class DrainRun {
   /** See {@link Drainer.takesAppends}. */
   takeAppends(): boolean {
     if (!this.open || this.stopped()) return false;
+    if (this.old()) {
+      // a lingering run ends now: the forwarder's next run takes the append
+      this.wake?.();
+      return false;
+    }
     this.appended = true;
     this.wake?.();
     return true;
+  }
+
+  /** True once the run no longer takes appends: it ends when it finds the journal drained, without waiting. */
+  private old(): boolean {
+    return this.deps.now() - this.startedAt >= RUN_TAKES_APPENDS_MS;
   }
 
   /** Waits up to `lingerMs` for an append taken by {@link takeAppends}. */

@@ -37,11 +37,11 @@ const limits = (lingerMs: number): DrainLimits => ({
   lingerMs,
 });
 
-function drainer(lingerMs: number): Drainer {
+function drainer(lingerMs: number, now: () => number = Date.now): Drainer {
   const onEvent = (e: DrainEvent) => {
     if (e.type === 'applied') for (const wake of applied.splice(0)) wake();
   };
-  const d = new Drainer({ journal, pool, client, log: pino({ level: 'silent' }), limits: limits(lingerMs), now: Date.now, random: Math.random, onEvent });
+  const d = new Drainer({ journal, pool, client, log: pino({ level: 'silent' }), limits: limits(lingerMs), now, random: Math.random, onEvent });
   drainers.push(d);
   return d;
 }
@@ -104,6 +104,35 @@ describe('a drain run and the appends that land while it runs', () => {
     expect(d.takesAppends()).toBe(false);
     await d.idle();
     expect(journal.depth()).toBe(0);
+  });
+
+  it('a run takes appends for a second at most, then ends at the next one (the forwarder starts another)', async () => {
+    let ahead = 0;
+    const d = drainer(600_000, () => Date.now() + ahead);
+    await append('k', { n: 0 });
+    const first = nextApplied();
+    const run = d.drain(fence);
+    await first;
+    const ack = nextApplied();
+    await append('k', { n: 1 });
+    expect(d.takesAppends()).toBe(true);
+    await ack;
+
+    ahead += 1000;
+    await append('k', { n: 2 });
+    // refused, and the lingering run ends at once (its linger would last 600 s)
+    expect(d.takesAppends()).toBe(false);
+    expect(await run).toMatchObject({ keys: 2, entries: 2 });
+    expect(await value('k')).toEqual({ n: 1 });
+    // the forwarder's next run takes it
+    const ac = new AbortController();
+    const last = nextApplied();
+    const next = d.drain(fence, ac.signal);
+    next.catch(() => undefined);
+    await last;
+    expect(await value('k')).toEqual({ n: 2 });
+    ac.abort();
+    await expect(next).rejects.toThrow(/aborted/);
   });
 
   it('a run that has ended takes nothing: the append waits for the next drain', async () => {
