@@ -274,8 +274,11 @@ class DrainRun {
       }
       await Promise.all(this.inflight);
       if (this.stopped()) break;
-      if (!this.appended && (first.entries === 0 || this.deps.journal.lastSeq() <= cursor)) {
-        if (this.old()) break;
+      // appends taken since the round began: read them
+      if (this.appended) continue;
+      // an old run takes no appends: the forwarder was woken for every one since, and starts another run
+      if (this.old()) break;
+      if (first.entries === 0 || this.deps.journal.lastSeq() <= cursor) {
         await this.linger();
         if (!this.appended || this.stopped()) break;
       }
@@ -300,7 +303,7 @@ class DrainRun {
     return true;
   }
 
-  /** True once the run no longer takes appends: it ends when it finds the journal drained, without waiting. */
+  /** True once the run no longer takes appends: it ends after the round that reads the last one it took. */
   private old(): boolean {
     return this.deps.now() - this.startedAt >= RUN_TAKES_APPENDS_MS;
   }
