@@ -13,7 +13,7 @@
  * and every key still reaches etcd in journal order.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { entryFlags, FLAG_DELETE, FLAG_PREFIX, keyEnd, keyStart } from './journal-entry.ts';
+import { entryFlags, entryTime, FLAG_DELETE, FLAG_PREFIX, keyEnd, keyStart } from './journal-entry.ts';
 import { signerFor, type JwsSigner, type SigningMaterial } from './jws.ts';
 
 /** Input of the `drainWindow` task. */
@@ -33,6 +33,14 @@ export interface DrainWindowTask {
   maxOpBytes: number;
   /** When given, every value is sent as a compact JWS (see `jws.ts`); sizes count the signed value. */
   signing?: SigningMaterial;
+  /**
+   * The journal's entries after this one are not known to be on disk yet
+   * (see `Journal.durableSeq`): the window ends before the first of them
+   * appended at or after `agedBefore`. @default no bound
+   */
+  durableSeq?: number;
+  /** Append time (ms) before which an entry counts as on disk anyway: its writer had long enough to sync it. */
+  agedBefore?: number;
 }
 
 /** Op flags in {@link DrainWindow.flags}. */
@@ -110,11 +118,15 @@ export function readDrainWindow(db: Database<Buffer, number>, task: DrainWindowT
   let under: Map<string, Set<string>> | undefined;
   let lastSeq = task.afterSeq;
   let entries = 0;
+  const durableSeq = task.durableSeq ?? Infinity;
+  const agedBefore = task.agedBefore ?? Infinity;
   if (task.maxEntries <= 0) return encode(byKey, lastSeq, 0, task);
   for (const { key: seq, value: raw } of db.getRange({
     start: task.afterSeq + 1,
     limit: task.maxEntries,
   })) {
+    // not on disk yet: a port must not become active before its bindPort call resolved
+    if (seq > durableSeq && entryTime(raw) >= agedBefore) break;
     const key = raw.toString('utf8', keyStart, keyEnd(raw));
     if (entryFlags(raw) & FLAG_PREFIX) {
       if (coveredByPrefix(prefixes, key)) break;

@@ -46,6 +46,12 @@ import {
  */
 const INLINE_WINDOW_ENTRIES = 32;
 /**
+ * An entry appended this long ago, ms, is drained even when its writer has
+ * not said it is on disk (see `Journal.durableSeq`): the writer crashed before
+ * its kick, and the system has long written what it committed.
+ */
+const AGED_MS = 1000;
+/**
  * A run takes appends (see {@link Drainer.takesAppends}) for this long, ms;
  * then the next append wakes the forwarder, which starts another run once
  * this one ended: under a steady stream of binds the forwarder's figures (and
@@ -265,7 +271,7 @@ class DrainRun {
       let window = first;
       while (window.entries > 0 && !this.stopped()) {
         // the next window is read while this one is sent, unless the journal held nothing more
-        const next = this.deps.journal.lastSeq() > window.lastSeq ? this.read(window.lastSeq) : undefined;
+        const next = this.deps.journal.durableSeq() > window.lastSeq ? this.read(window.lastSeq) : undefined;
         next?.catch(() => undefined);
         await this.sendWindow(window);
         cursor = window.lastSeq;
@@ -278,7 +284,7 @@ class DrainRun {
       if (this.appended) continue;
       // an old run takes no appends: the forwarder was woken for every one since, and starts another run
       if (this.old()) break;
-      if (first.entries === 0 || this.deps.journal.lastSeq() <= cursor) {
+      if (first.entries === 0 || this.deps.journal.durableSeq() <= cursor) {
         await this.linger();
         if (!this.appended || this.stopped()) break;
       }
@@ -340,10 +346,12 @@ class DrainRun {
       maxOps: limits.maxOps,
       maxBytes: Math.min(limits.maxTxnBytes, limits.maxRequestBytes - 1024),
       maxOpBytes: limits.maxRequestBytes - 512,
+      durableSeq: journal.durableSeq(),
+      agedBefore: this.deps.now() - AGED_MS,
     };
     if (this.deps.signing) {
       task.signing = this.deps.signing;
-    } else if (journal.lastSeq() - afterSeq <= INLINE_WINDOW_ENTRIES) {
+    } else if (journal.durableSeq() - afterSeq <= INLINE_WINDOW_ENTRIES) {
       // appends that land meanwhile wait for the next window
       return journal.drainWindow({ ...task, maxEntries: Math.min(task.maxEntries, INLINE_WINDOW_ENTRIES) });
     }

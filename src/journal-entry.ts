@@ -35,6 +35,8 @@ export function encodeEntry(key: string, json: string | null, prefix: boolean, t
   return b;
 }
 
+/** The append time (ms) of an encoded entry. */
+export const entryTime = (b: Buffer): number => b.readDoubleLE(1);
 /** The flags byte of an encoded entry. */
 export const entryFlags = (b: Uint8Array): number => b[0];
 /** Where the key starts and ends in an encoded entry. */

@@ -14,7 +14,13 @@
  * appends/s with 1,000 calls in flight).
  *
  * Appends are group-committed (lmdb-js batches the transactions of one event
- * turn) and resolve only after the commit is fsync'd. Entries leave the
+ * turn) and resolve only after the commit is fsync'd. lmdb-js makes a commit
+ * visible before its fsync (overlapping sync), so the journal also tracks the
+ * highest sequence number known to be on disk ({@link Journal.durableSeq}):
+ * this process's appends once fsync'd, other processes' from the kick file
+ * they write after theirs, everything present at open. The drain reads no
+ * further, or a port could become active before its `bindPort` call resolved.
+ * Entries leave the
  * journal only through {@link Journal.applied} (after etcd acknowledged them)
  * or {@link Journal.fail} (to the dead letters).
  *
@@ -28,7 +34,7 @@
  * appended since is counted on top), and again before an append is refused.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { closeSync, mkdirSync, openSync, watch, writeFileSync, writeSync, type FSWatcher } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, watch, writeFileSync, writeSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { JournalFullError, PortwireError, ValidationError } from './errors.ts';
 import { decodeEntry, encodeEntry, type StoredEntry } from './journal-entry.ts';
@@ -158,6 +164,8 @@ export class Journal {
   private readonly tables = new Map<string, Database<unknown, string | number>>();
   /** Live bytes measured in the current write transaction, and the estimate of what appends added since. */
   private txnUsed?: { txnId: number; at: number; usedBytes: number; added: number };
+  /** See {@link durableSeq}. */
+  private durable = 0;
 
   private constructor(
     readonly dataDir: string,
@@ -188,6 +196,7 @@ export class Journal {
     for (const name of this.root.getKeys({})) {
       if (typeof name === 'string' && !this.tables.has(name)) this.tables.set(name, this.root.openDB({ name }));
     }
+    this.durable = this.lastSeq();
   }
 
   private readonly root: RootDatabase;
@@ -282,6 +291,7 @@ export class Journal {
         wrote = ops.length > 0;
       });
       await this.root.flushed;
+      if (last !== undefined) this.markDurable(last);
     } catch (err) {
       if (err instanceof PortwireError) throw err;
       const message = String((err as Error)?.message);
@@ -471,6 +481,7 @@ export class Journal {
    */
   async retryDead(ids?: readonly number[]): Promise<number> {
     let count = 0;
+    let last = 0;
     await this.root.transaction(() => {
       const wanted = ids ? new Set(ids) : undefined;
       let seq = (this.meta.get('seq') as number | undefined) ?? 0;
@@ -483,8 +494,10 @@ export class Journal {
         count++;
       }
       this.meta.put('seq', seq);
+      last = seq;
     });
     await this.root.flushed;
+    this.markDurable(last);
     if (count > 0) this.kick();
     return count;
   }
@@ -497,6 +510,18 @@ export class Journal {
   /** The last sequence number handed out. */
   lastSeq(): number {
     return (this.meta.get('seq') as number | undefined) ?? 0;
+  }
+
+  /**
+   * The highest sequence number known to be on disk (see the module comment);
+   * entries after it may be visible already, their fsync still running.
+   */
+  durableSeq(): number {
+    return this.durable;
+  }
+
+  private markDurable(seq: number): void {
+    if (seq > this.durable) this.durable = seq;
   }
 
   /** The oldest waiting entry's append time, or undefined when empty. */
@@ -620,7 +645,8 @@ export class Journal {
       if (this.closed) return;
       try {
         this.kickFd ??= openSync(join(this.dataDir, KICK_FILE), 'w');
-        const text = Buffer.from(String(this.lastSeq()).padStart(16));
+        // what is on disk, for the leader's bound (see durableSeq)
+        const text = Buffer.from(String(this.durable).padStart(16));
         writeSync(this.kickFd, text, 0, text.length, 0);
       } catch {
         // a lost wake is covered by the forwarder's slow poll
@@ -645,7 +671,16 @@ export class Journal {
     } catch {
       // the poll covers it
     }
-    const watcher = watch(file, { persistent: false }, () => listener());
+    const watcher = watch(file, { persistent: false }, () => {
+      // the writer's appends are on disk up to the seq it wrote
+      try {
+        const seq = Number.parseInt(readFileSync(file, 'utf8'), 10);
+        if (Number.isSafeInteger(seq)) this.markDurable(seq);
+      } catch {
+        // the poll covers it: entries old enough are drained without their writer's word
+      }
+      listener();
+    });
     watcher.on('error', () => undefined);
     this.watchers.add(watcher);
     return () => {

@@ -2,7 +2,9 @@
  * A drain run and the appends that land while it runs, against real etcd, a
  * real LMDB journal and a real pool: a run in progress takes them (the
  * runtime then sends the forwarder no KICK), lingers `lingerMs` for more, and
- * once it has ended says so, so the runtime wakes the forwarder again.
+ * once it has ended says so, so the runtime wakes the forwarder again. And
+ * it reads no entry before it is known to be on disk: a port must not become
+ * active before its bindPort call resolved.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
@@ -19,6 +21,7 @@ let client: Etcd3;
 let lease: Lease;
 let pool: Piscina;
 let journal: Journal;
+let dataDir: string;
 let prefix: string;
 let fence: Fence;
 let drainers: Drainer[];
@@ -61,7 +64,8 @@ beforeEach(async () => {
   lease = client.lease(10, { autoKeepAlive: false });
   await client.put(electionKey).value('holder-1').lease(await lease.grant());
   fence = { key: electionKey, token: (await client.get(electionKey).exec()).kvs[0].create_revision };
-  journal = Journal.open(tempDir('pw-drainer-'));
+  dataDir = tempDir('pw-drainer-');
+  journal = Journal.open(dataDir);
   pool = createPool({ size: 1 });
   drainers = [];
   applied = [];
@@ -146,6 +150,45 @@ describe('a drain run and the appends that land while it runs', () => {
     expect(await value('b')).toBeNull();
     expect((await d.drain(fence)).keys).toBe(1);
     expect(await value('b')).toEqual({ n: 1 });
+  });
+
+  it("reads no entry another writer has not said is on disk, until the writer's kick says so or the entry is old", async () => {
+    // another handle on the data directory, as another process's journal; it does not kick yet
+    const other = Journal.open(dataDir);
+    try {
+      other.setDrainsLocally(true);
+      await other.append([{ key: `${prefix}/x`, value: { n: 1 } }]);
+      expect(journal.lastSeq()).toBe(1);
+      expect(journal.durableSeq()).toBe(0);
+      let ahead = 0;
+      const d = drainer(0, () => Date.now() + ahead);
+      expect((await d.drain(fence)).keys).toBe(0);
+      expect(await value('x')).toBeNull();
+
+      // the writer's kick carries what it has on disk
+      const kicked = new Promise<void>((resolve) => {
+        const off = journal.onKick(() => {
+          off();
+          resolve();
+        });
+      });
+      other.setDrainsLocally(false);
+      other.kick();
+      await kicked;
+      expect(journal.durableSeq()).toBe(1);
+      expect((await d.drain(fence)).keys).toBe(1);
+      expect(await value('x')).toEqual({ n: 1 });
+
+      // a writer that never tells (it crashed): its entry goes once it is old
+      other.setDrainsLocally(true);
+      await other.append([{ key: `${prefix}/y`, value: { n: 1 } }]);
+      expect((await d.drain(fence)).keys).toBe(0);
+      ahead = 1000;
+      expect((await d.drain(fence)).keys).toBe(1);
+      expect(await value('y')).toEqual({ n: 1 });
+    } finally {
+      await other.close();
+    }
   });
 
   it('a window larger than the main-thread read is prepared in the pool; all of it arrives', async () => {

@@ -137,6 +137,9 @@ describe('forwarder across processes', () => {
     await a.run(version(1), 200);
     const appliedBefore = a.events.length;
     await a.waitForEvent((e) => e.event === 'applied', 10_000, appliedBefore);
+    // paused mid-drain, but between two recordings of what etcd acknowledged: a process frozen inside
+    // an LMDB write transaction would hold the journal's write lock, and b could not append (see README)
+    await a.waitForEvent((e) => e.event === 'recorded', 10_000, a.events.length);
     a.signal('SIGSTOP');
     const pausedAt = Date.now();
 

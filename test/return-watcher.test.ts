@@ -66,13 +66,15 @@ async function agents(prefix: string, hosts: number | string[], more: Partial<Pa
   return a;
 }
 
-async function bindAll(rt: Runtime, ids: string[], hostOf: (i: number) => string, offset = 0): Promise<void> {
+/** Binds `ids`, 100 calls in flight; `onResolved` runs as each call resolves. */
+async function bindAll(rt: Runtime, ids: string[], hostOf: (i: number) => string, offset = 0, onResolved?: (id: string) => void): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: 100 }, async () => {
       while (next < ids.length) {
         const i = next++;
         await rt.bindPort({ port: port(ids[i], offset + i), segment, host: hostOf(i) });
+        onResolved?.(ids[i]);
       }
     }),
   );
@@ -96,9 +98,14 @@ describe('return watcher', () => {
     ag.on('confirmed', (e) => confirmedAt.set(e.portId, e.at));
     const a = await runtime(options(prefix, dataDir, { returnWatcher: { stallMs: 600_000 } }));
     const ids = Array.from({ length: 5000 }, (_, i) => `p-${i}`);
-    await bindAll(a.rt, ids, (i) => `compute-${(i % 20) + 1}`);
+    // a host adds its provisioning block when bindPort resolves: no port may be announced before that
+    const resolved = new Set<string>();
+    const beforeResolved: string[] = [];
+    a.rt.on('portBound', (e) => void (resolved.has(e.port) || beforeResolved.push(e.port)));
+    await bindAll(a.rt, ids, (i) => `compute-${(i % 20) + 1}`, 0, (id) => resolved.add(id));
     await waitFor(() => boundCounts(a.events).size + failed.size >= 5000, { timeoutMs: 120_000, what: '5,000 ports settled' });
     let counts = boundCounts(a.events);
+    expect(beforeResolved).toEqual([]);
     expect(failed.size).toBeGreaterThan(50);
     for (const id of ids) expect(counts.get(id) ?? 0, id).toBe(failed.has(id) ? 0 : 1);
     for (const e of a.events.filter((x) => x.type === 'portBound')) expect(e.host).toBe(`compute-${(Number(e.port!.slice(2)) % 20) + 1}`);

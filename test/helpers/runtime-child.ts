@@ -57,6 +57,7 @@ process.on('message', async (m: any) => {
         });
         rt.on('applied', (d) => event('applied', { ...d, token }));
         rt.on('deadLettered', (d) => event('deadLettered', d));
+        rt.on('recorded', (d) => event('recorded', d));
         for (const name of ['portBound', 'portUnbound', 'portStalled', 'portRecovered', 'portStatus', 'hostAlive', 'hostDead'] as const) {
           (rt.on as (n: string, fn: (d: unknown) => void) => void)(name, (d) => event(name, d));
         }
