@@ -497,8 +497,10 @@ export class Journal {
       last = seq;
     });
     await this.root.flushed;
-    this.markDurable(last);
-    if (count > 0) this.kick();
+    if (count > 0) {
+      this.markDurable(last);
+      this.kick();
+    }
     return count;
   }
 
