@@ -19,7 +19,7 @@ import { RESYNC_ROLE, type ResyncReport } from './resync.ts';
 import { createRuntime, type Runtime } from './runtime.ts';
 import { machines } from '../machines/index.ts';
 import { machineToJson, machineToMermaid } from './machine-export.ts';
-import { etcdctlCommands } from './etcd-roles.ts';
+import { agentRole, etcdctlCommands } from './etcd-roles.ts';
 
 /** Where a command writes. */
 export interface CliIo {
@@ -368,7 +368,7 @@ export const COMMANDS: Record<string, Command> = {
       const lines = etcdctlCommands({
         prefix: prefixFlag(values),
         controller: { user: str(values, 'controller-user') ?? 'portwire', password: '' },
-        agents: hosts.map((host) => ({ host, user: `portwire-agent-${host}`, password: '' })),
+        agents: hosts.map((host) => ({ host, user: agentRole(host), password: '' })),
       });
       io.stdout.write(`${lines.join('\n')}\n`);
       return 0;

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { createEtcdClient, type EtcdConnectionOptions } from './etcd.ts';
 import { createPki } from './etcd-pki.ts';
-import { agentRole, applyRoles, CONTROLLER_ROLE } from './etcd-roles.ts';
+import { agentRole, applyRoles } from './etcd-roles.ts';
 import { startManagedEtcd, type ManagedEtcd } from './managed-etcd.ts';
 
 /** The controller's etcd user in the secure demo. */
@@ -39,9 +39,6 @@ export interface SecureDemoEtcd {
 
 const secret = (): string => randomBytes(18).toString('base64url');
 
-/** The agent user of `host`. */
-const agentUser = (host: string): string => agentRole(host);
-
 /**
  * Writes a PKI into `pkiDir`, starts a managed etcd with TLS (client
  * certificates required) and authentication, and applies the controller's and
@@ -53,9 +50,11 @@ const agentUser = (host: string): string => agentRole(host);
  * const rt = createRuntime({ etcd: s.controller, dataDir });
  */
 export async function startSecureDemoEtcd(o: SecureDemoEtcdOptions): Promise<SecureDemoEtcd> {
-  const users = [DEMO_CONTROLLER_USER, ...o.hosts.map(agentUser)];
-  const pki = await createPki(o.pkiDir, { clients: users });
-  const passwords = new Map(users.map((u) => [u, secret()]));
+  const controller = { user: DEMO_CONTROLLER_USER, password: secret() };
+  const agents = o.hosts.map((host) => ({ host, user: agentRole(host), password: secret() }));
+  const identities = [controller, ...agents];
+  const pki = await createPki(o.pkiDir, { clients: identities.map((i) => i.user) });
+  const passwords = new Map(identities.map((i) => [i.user, i.password]));
   const etcd = await startManagedEtcd({
     tls: { ...pki.server, clientCertAuth: true },
     auth: { rootPassword: secret() },
@@ -68,11 +67,7 @@ export async function startSecureDemoEtcd(o: SecureDemoEtcdOptions): Promise<Sec
   });
   const root = createEtcdClient(etcd.connection());
   try {
-    await applyRoles(root, {
-      prefix: o.prefix,
-      controller: { user: DEMO_CONTROLLER_USER, password: passwords.get(DEMO_CONTROLLER_USER) as string, role: CONTROLLER_ROLE },
-      agents: o.hosts.map((host) => ({ host, user: agentUser(host), password: passwords.get(agentUser(host)) as string })),
-    });
+    await applyRoles(root, { prefix: o.prefix, controller, agents });
   } catch (err) {
     await etcd.stop();
     throw err;
@@ -83,6 +78,6 @@ export async function startSecureDemoEtcd(o: SecureDemoEtcdOptions): Promise<Sec
     etcd,
     controllerUser: DEMO_CONTROLLER_USER,
     controller: connect(DEMO_CONTROLLER_USER),
-    agent: (host) => connect(agentUser(host)),
+    agent: (host) => connect(agentRole(host)),
   };
 }

@@ -12,6 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { rm } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { createEtcdClient, deadline, type EtcdConnectionOptions } from './etcd.ts';
 import { EtcdStartError } from './errors.ts';
@@ -44,7 +45,7 @@ const ETCD_CANDIDATES = ['/usr/bin/etcd', '/usr/sbin/etcd', '/usr/local/bin/etcd
 const STDERR_TAIL_BYTES = 4096;
 const READY_POLL_MS = 20;
 /** Grace between SIGTERM and SIGKILL when stopping for good. */
-export const STOP_GRACE_MS = 5000;
+const STOP_GRACE_MS = 5000;
 /** How often a start is retried when a picked port was taken meanwhile. */
 export const PORT_ATTEMPTS = 5;
 
@@ -119,6 +120,12 @@ export function trackPrivateDir(dir: string, forget = false): void {
   else privateDirs.add(dir);
 }
 
+/** Removes a private data dir now and forgets it (see {@link trackPrivateDir}). */
+export async function removePrivateDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  trackPrivateDir(dir, true);
+}
+
 function listen(server: Server): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -137,13 +144,13 @@ export async function freePorts(n: number): Promise<number[]> {
 }
 
 /** Resolves when `child` has exited (at once if it already has). */
-export function exited(child: ChildProcess): Promise<void> {
+function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
 /** True while `child` has not exited (a stopped child counts as alive). */
-export function isAlive(child: ChildProcess | undefined): child is ChildProcess {
+function isAlive(child: ChildProcess | undefined): child is ChildProcess {
   return child !== undefined && child.exitCode === null && child.signalCode === null;
 }
 
@@ -172,16 +179,16 @@ export interface MemberSpec {
 const scheme = (tls: ManagedEtcdTls | undefined): string => (tls ? 'https' : 'http');
 
 /** The client URL of a member. */
-export const clientUrl = (ports: MemberPorts, tls?: ManagedEtcdTls): string => `${scheme(tls)}://127.0.0.1:${ports.client}`;
+const clientUrl = (ports: MemberPorts, tls?: ManagedEtcdTls): string => `${scheme(tls)}://127.0.0.1:${ports.client}`;
 
 /** The peer URL of a member. */
 export const peerUrl = (ports: MemberPorts, tls?: ManagedEtcdTls): string => `${scheme(tls)}://127.0.0.1:${ports.peer}`;
 
 /** The election timing of `fastElection`. */
-export const FAST_ELECTION = { heartbeatMs: 10, electionTimeoutMs: 100 } as const;
+const FAST_ELECTION = { heartbeatMs: 10, electionTimeoutMs: 100 } as const;
 
 /** etcd's command line for `spec`. */
-export function memberArgs(spec: MemberSpec): string[] {
+function memberArgs(spec: MemberSpec): string[] {
   const { tls, ports } = spec;
   const client = clientUrl(ports, tls);
   const peer = peerUrl(ports, tls);
@@ -210,13 +217,13 @@ export function memberArgs(spec: MemberSpec): string[] {
 }
 
 /** A spawned etcd child and the tail of its stderr. */
-export interface Spawned {
+interface Spawned {
   child: ChildProcess;
   tail: () => string;
 }
 
 /** Spawns etcd, registered for the exit hooks. */
-export function spawnEtcd(bin: string, args: string[]): Spawned {
+function spawnEtcd(bin: string, args: string[]): Spawned {
   const child = spawn(bin, args, { detached: false, stdio: ['ignore', 'ignore', 'pipe'] });
   let buf = Buffer.alloc(0);
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -240,7 +247,7 @@ async function healthy(url: string): Promise<boolean> {
 }
 
 /** Resolves when the member's `/health` (metrics port) says true; rejects if the child dies or time runs out. */
-export async function waitReady(spawned: Spawned, metricsPort: number, timeoutMs: number): Promise<void> {
+async function waitReady(spawned: Spawned, metricsPort: number, timeoutMs: number): Promise<void> {
   const { child, tail } = spawned;
   let spawnError: Error | undefined;
   child.once('error', (err) => (spawnError = err));
@@ -269,7 +276,7 @@ export const isPortClash = (err: unknown): boolean =>
  */
 export class MemberProcess {
   private child: ChildProcess | undefined;
-  private paused = false;
+  private isPaused = false;
 
   constructor(
     private readonly bin: string,
@@ -293,6 +300,11 @@ export class MemberProcess {
     return isAlive(this.child);
   }
 
+  /** True between pause() and resume(), kill() or start(). */
+  get paused(): boolean {
+    return this.isPaused;
+  }
+
   /**
    * Spawns the child at once (synchronously) and resolves once `/health` says
    * true, so that starting every member of a cluster before awaiting any works.
@@ -301,7 +313,7 @@ export class MemberProcess {
     const t0 = performance.now();
     const spawned = spawnEtcd(this.bin, memberArgs(this.spec));
     this.child = spawned.child;
-    this.paused = false;
+    this.isPaused = false;
     await waitReady(spawned, this.spec.ports.metrics, this.readyTimeoutMs);
     this.logger?.info({ name: this.spec.name, pid: spawned.child.pid, clientPort: this.spec.ports.client, readyMs: Math.round(performance.now() - t0) }, 'etcd ready');
   }
@@ -309,10 +321,11 @@ export class MemberProcess {
   /** Sends a terminating signal and awaits the exit (a paused child is continued so SIGTERM can act). */
   async kill(sig: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const c = this.child;
+    const wasPaused = this.isPaused;
+    this.isPaused = false;
     if (!isAlive(c)) return;
     c.kill(sig);
-    if (this.paused && sig !== 'SIGKILL' && sig !== 'SIGCONT') c.kill('SIGCONT');
-    this.paused = false;
+    if (wasPaused && sig !== 'SIGKILL' && sig !== 'SIGCONT') c.kill('SIGCONT');
     await exited(c);
   }
 
@@ -328,13 +341,13 @@ export class MemberProcess {
   /** Freezes the child (SIGSTOP). */
   pause(): void {
     if (isAlive(this.child)) this.child.kill('SIGSTOP');
-    this.paused = true;
+    this.isPaused = true;
   }
 
   /** Thaws the child (SIGCONT). */
   resume(): void {
     if (isAlive(this.child)) this.child.kill('SIGCONT');
-    this.paused = false;
+    this.isPaused = false;
   }
 }
 

@@ -121,7 +121,7 @@ const ETCD_PERM: Record<EtcdPermissionType, IPermission['permType']> = {
 };
 
 /** The roles of `options`: name → permissions. */
-function rolesOf(options: RolesOptions): { role: string; user?: EtcdIdentity; perms: RolePermission[] }[] {
+function rolesOf(options: RolesOptions): { role: string; user: EtcdIdentity; perms: RolePermission[] }[] {
   const prefix = options.prefix ?? '/networking-vpp';
   const out = [];
   if (options.controller) {
@@ -137,11 +137,14 @@ function rolesOf(options: RolesOptions): { role: string; user?: EtcdIdentity; pe
 const permKey = (p: { permission: string; key: string; rangeEnd: string }) =>
   `${p.permission.toLowerCase()} ${p.key} ${p.rangeEnd}`;
 
-async function ignoring<T>(p: Promise<T>, ...names: string[]): Promise<T | undefined> {
+/** Awaits an etcd call: undefined for an error class named in `tolerated`, any other error as portwire's. */
+function etcdCall<T>(p: Promise<T>): Promise<T>;
+function etcdCall<T>(p: Promise<T>, ...tolerated: [string, ...string[]]): Promise<T | undefined>;
+async function etcdCall<T>(p: Promise<T>, ...tolerated: string[]): Promise<T | undefined> {
   try {
     return await p;
   } catch (err) {
-    if (names.includes((err as Error)?.constructor?.name)) return undefined;
+    if (tolerated.includes((err as Error)?.constructor?.name)) return undefined;
     throw fromEtcdError(err);
   }
 }
@@ -157,38 +160,29 @@ async function ignoring<T>(p: Promise<T>, ...names: string[]): Promise<T | undef
  */
 export async function applyRoles(rootClient: Etcd3, options: RolesOptions): Promise<void> {
   for (const { role, user, perms } of rolesOf(options)) {
-    await ignoring(rootClient.role(role).create(), 'EtcdRoleExistsError');
-    const current = await rootClient.role(role).permissions().catch((err: unknown) => {
-      throw fromEtcdError(err);
-    });
+    await etcdCall(rootClient.role(role).create(), 'EtcdRoleExistsError');
+    const current = await etcdCall(rootClient.role(role).permissions());
     const want = new Map(perms.map((p) => [permKey(p), p]));
     for (const c of current) {
       const k = permKey({ permission: c.permission, key: c.range.start.toString(), rangeEnd: c.range.end.toString() });
       if (want.has(k)) want.delete(k);
       else {
-        await rootClient.auth.roleRevokePermission({ role, key: c.range.start, range_end: c.range.end }).catch((err: unknown) => {
-          throw fromEtcdError(err);
-        });
+        await etcdCall(rootClient.auth.roleRevokePermission({ role, key: c.range.start, range_end: c.range.end }));
       }
     }
     for (const p of want.values()) {
-      await rootClient.auth
-        .roleGrantPermission({
+      await etcdCall(
+        rootClient.auth.roleGrantPermission({
           name: role,
           perm: { permType: ETCD_PERM[p.permission], key: Buffer.from(p.key), range_end: Buffer.from(p.rangeEnd) },
-        })
-        .catch((err: unknown) => {
-          throw fromEtcdError(err);
-        });
+        }),
+      );
     }
-    if (!user) continue;
-    const created = await ignoring(rootClient.user(user.user).create(user.password), 'EtcdUserExistsError');
+    const created = await etcdCall(rootClient.user(user.user).create(user.password), 'EtcdUserExistsError');
     if (!created) {
-      await rootClient.user(user.user).setPassword(user.password).catch((err: unknown) => {
-        throw fromEtcdError(err);
-      });
+      await etcdCall(rootClient.user(user.user).setPassword(user.password));
     }
-    await ignoring(rootClient.user(user.user).addRole(role), 'EtcdRoleExistsError');
+    await etcdCall(rootClient.user(user.user).addRole(role), 'EtcdRoleExistsError');
   }
 }
 
@@ -213,10 +207,8 @@ export function etcdctlCommands(options: RolesOptions): string[] {
           : `etcdctl role grant-permission ${sh(role)} ${p.permission} ${sh(p.key)} ${sh(p.rangeEnd)}`,
       );
     }
-    if (user) {
-      lines.push(`etcdctl user add ${sh(user.user)}`);
-      lines.push(`etcdctl user grant-role ${sh(user.user)} ${sh(role)}`);
-    }
+    lines.push(`etcdctl user add ${sh(user.user)}`);
+    lines.push(`etcdctl user grant-role ${sh(user.user)} ${sh(role)}`);
   }
   return lines;
 }

@@ -19,8 +19,10 @@ export {
   EtcdAuthError,
   EtcdTlsError,
   EtcdPermissionError,
+  SignatureError,
   isEtcdRefusal,
   isRecoverable,
+  type SignatureRejection,
 } from './errors.ts';
 export {
   applyRoles,
@@ -49,7 +51,6 @@ export type {
   Segment,
 } from './types.ts';
 export type { DeadLetter, JournalUsage } from './journal.ts';
-export { SignatureError, type SignatureRejection } from './errors.ts';
 export { JwsSigner, JwsVerifier, signValue, type SigningOptions, type VerifyResult } from './jws.ts';
 export { keyLayout, type KeyLayout } from './keys.ts';
 export {

@@ -37,7 +37,7 @@ export interface SigningMaterial {
 }
 
 /** The only algorithm portwire signs or accepts. */
-export const JWS_ALG = 'EdDSA';
+const JWS_ALG = 'EdDSA';
 const SIG_BYTES = 64;
 const B64URL = /^[A-Za-z0-9_-]*$/;
 const MAX_KEY_ID = 256;
@@ -83,7 +83,7 @@ export function resolveSigning(options: SigningOptions | undefined): SigningMate
  * @param field the option's name, for the error
  * @throws {ValidationError} naming `field`
  */
-export function publicKeyOf(key: string | KeyObject, field = 'verifyKey'): KeyObject {
+function publicKeyOf(key: string | KeyObject, field = 'verifyKey'): KeyObject {
   let pub: KeyObject;
   try {
     if (key instanceof KeyObject) pub = key.type === 'public' ? key : createPublicKey(key);

@@ -24,6 +24,7 @@ import {
   MemberProcess,
   peerUrl,
   PORT_ATTEMPTS,
+  removePrivateDir,
   requireEtcdBinary,
   trackPrivateDir,
   type ManagedEtcdAuth,
@@ -137,14 +138,12 @@ export async function startManagedCluster(options: ManagedClusterOptions = {}): 
     if (auth) await enableAuth(procs.map((p) => p.endpoint), tls, auth);
   } catch (err) {
     await killAll();
-    await rm(root, { recursive: true, force: true });
-    trackPrivateDir(root, true);
+    await removePrivateDir(root);
     throw err;
   }
 
   const endpoints = procs.map((p) => p.endpoint);
   let stopping: Promise<void> | undefined;
-  const paused = new Set<MemberProcess>();
   const statusClients = new Map<MemberProcess, Etcd3>();
   const statusClient = (p: MemberProcess): Etcd3 => {
     let c = statusClients.get(p);
@@ -168,31 +167,21 @@ export async function startManagedCluster(options: ManagedClusterOptions = {}): 
       return p.running;
     },
     get paused() {
-      return paused.has(p);
+      return p.paused;
     },
-    kill: (sig: NodeJS.Signals = 'SIGKILL') => {
-      paused.delete(p);
-      return p.kill(sig);
-    },
+    kill: (sig: NodeJS.Signals = 'SIGKILL') => p.kill(sig),
     async restart() {
       guard();
-      paused.delete(p);
       await p.kill('SIGTERM');
       await p.start();
     },
-    pause() {
-      p.pause();
-      paused.add(p);
-    },
-    resume() {
-      p.resume();
-      paused.delete(p);
-    },
+    pause: () => p.pause(),
+    resume: () => p.resume(),
   }));
 
   /** The member id of each reachable member and the leader id it names. */
   const ask = async (p: MemberProcess): Promise<{ p: MemberProcess; id: string; leader: string } | undefined> => {
-    if (!p.running || paused.has(p)) return undefined;
+    if (!p.running || p.paused) return undefined;
     try {
       const s = await statusClient(p).maintenance.status(deadline(STATUS_TIMEOUT_MS));
       return { p, id: s.header.member_id, leader: s.leader };
@@ -223,8 +212,7 @@ export async function startManagedCluster(options: ManagedClusterOptions = {}): 
         for (const c of statusClients.values()) c.close();
         statusClients.clear();
         await killAll(); // throwaway data: a graceful shutdown only waits for peers already gone
-        await rm(root, { recursive: true, force: true });
-        trackPrivateDir(root, true);
+        await removePrivateDir(root);
         logger?.info({ size }, 'etcd cluster stopped');
       })();
       return stopping;

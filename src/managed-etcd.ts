@@ -6,7 +6,7 @@
  * registered and killed synchronously when this process exits or receives
  * SIGINT/SIGTERM.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EtcdConnectionOptions } from './etcd.ts';
@@ -18,7 +18,9 @@ import {
   installExitHooks,
   isPortClash,
   MemberProcess,
+  peerUrl,
   PORT_ATTEMPTS,
+  removePrivateDir,
   requireEtcdBinary,
   trackPrivateDir,
   type ManagedEtcdAuth,
@@ -98,10 +100,8 @@ export async function startManagedEtcd(options: ManagedEtcdOptions = {}): Promis
   const privateDir = options.dataDir ? undefined : await mkdtemp(join(tmpdir(), 'portwire-etcd-'));
   if (privateDir) trackPrivateDir(privateDir);
   const dataDir = options.dataDir ?? (privateDir as string);
-  const removePrivateDir = async (): Promise<void> => {
-    if (!privateDir) return;
-    await rm(privateDir, { recursive: true, force: true });
-    trackPrivateDir(privateDir, true);
+  const removeOwnDir = async (): Promise<void> => {
+    if (privateDir) await removePrivateDir(privateDir);
   };
 
   let member: MemberProcess | undefined;
@@ -109,8 +109,7 @@ export async function startManagedEtcd(options: ManagedEtcdOptions = {}): Promis
     for (let attempt = 1; ; attempt++) {
       const [client, peer, metrics] = await freePorts(3);
       const ports = { client, peer, metrics };
-      const scheme = tls ? 'https' : 'http';
-      const spec = { name, dataDir, ports, initialCluster: `${name}=${scheme}://127.0.0.1:${peer}`, fastElection, tls, extraArgs };
+      const spec = { name, dataDir, ports, initialCluster: `${name}=${peerUrl(ports, tls)}`, fastElection, tls, extraArgs };
       const candidate = new MemberProcess(bin, spec, readyTimeoutMs, logger);
       try {
         await candidate.start();
@@ -124,7 +123,7 @@ export async function startManagedEtcd(options: ManagedEtcdOptions = {}): Promis
     if (auth) await enableAuth([member.endpoint], tls, auth);
   } catch (err) {
     await member?.kill('SIGKILL');
-    await removePrivateDir();
+    await removeOwnDir();
     throw err;
   }
 
@@ -154,7 +153,7 @@ export async function startManagedEtcd(options: ManagedEtcdOptions = {}): Promis
       stopping ??= (async () => {
         const pid = m.pid;
         await m.terminate();
-        await removePrivateDir();
+        await removeOwnDir();
         logger?.info({ pid }, 'etcd stopped');
       })();
       return stopping;
