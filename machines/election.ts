@@ -17,6 +17,7 @@
  * refused by etcd.
  */
 import { assign, sendParent, setup, fromPromise, fromCallback, type EventObject } from 'xstate';
+import { errorText, isRefusal, refusalInfo, REFUSED_RETRY_MS, type RefusalInfo } from './refusal.ts';
 
 /** A leadership term: the election key's create revision (the fence token) and its lease. */
 export interface Term {
@@ -34,30 +35,6 @@ export interface ElectionInput {
   /** Wait before campaigning again after etcd refused this identity. @default 5000 */
   refusedRetryMs?: number;
 }
-
-/** Codes of the errors that mean etcd refused this identity (see `src/errors.ts`). */
-export const REFUSAL_CODES: readonly string[] = ['ETCD_AUTH', 'ETCD_TLS', 'ETCD_PERMISSION'];
-
-/** True when `error` is a refusal: retrying at once would be refused again. */
-export const isRefusal = (error: unknown): boolean => REFUSAL_CODES.includes((error as { code?: string })?.code ?? '');
-
-/** A refusal, as kept in a machine's context (for status and the inspector). */
-export interface RefusalInfo {
-  code: string;
-  message: string;
-}
-
-/** An error's message, or the thrown value as text (for `lastError` in the roles' contexts). */
-export const errorText = (error: unknown): string => String((error as Error)?.message ?? error);
-
-/** True for the error a fenced txn raises when etcd refused the fence. */
-export const isNotLeader = (error: unknown): boolean => (error as { code?: string })?.code === 'NOT_LEADER';
-
-/** The context form of a refusal error. */
-export const refusalInfo = (error: unknown): RefusalInfo => ({
-  code: String((error as { code?: string })?.code),
-  message: errorText(error),
-});
 
 export interface ElectionContext extends ElectionInput {
   term?: Term;
@@ -105,7 +82,7 @@ export const electionMachine = setup({
   delays: {
     renewDeadline: ({ context }) => context.renewDeadlineMs,
     retryDelay: ({ context }) => context.retryMs,
-    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? 5000,
+    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? REFUSED_RETRY_MS,
   },
 }).createMachine({
   id: 'election',

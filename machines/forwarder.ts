@@ -13,17 +13,8 @@
  * is a child (`election`); STOP resigns it and ends in `stopped`.
  */
 import { assign, sendTo, setup, fromPromise } from 'xstate';
-import {
-  electionMachine,
-  errorText,
-  isNotLeader,
-  isRefusal,
-  refusalInfo,
-  type ElectionInput,
-  type ElectionNotice,
-  type RefusalInfo,
-  type Term,
-} from './election.ts';
+import { electionMachine, type ElectionInput, type ElectionNotice, type Term } from './election.ts';
+import { errorText, isNotLeader, isRefusal, refusalInfo, REFUSED_RETRY_MS, type RefusalInfo } from './refusal.ts';
 
 /** Input of the forwarder machine. */
 export interface ForwarderInput {
@@ -79,7 +70,7 @@ export const forwarderMachine = setup({
     idleDelay: ({ context }) => Math.min(context.pollIntervalMs, context.retryInMs ?? Infinity),
     backoffDelay: ({ context }) =>
       Math.min(context.backoffMaxMs, context.backoffBaseMs * 2 ** Math.max(0, context.failures - 1)),
-    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? 5000,
+    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? REFUSED_RETRY_MS,
   },
 }).createMachine({
   id: 'forwarder',

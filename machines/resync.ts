@@ -12,17 +12,8 @@
  * child (`election`); STOP resigns it and ends in `stopped`.
  */
 import { assign, sendTo, setup, fromPromise } from 'xstate';
-import {
-  electionMachine,
-  errorText,
-  isNotLeader,
-  isRefusal,
-  refusalInfo,
-  type ElectionInput,
-  type ElectionNotice,
-  type RefusalInfo,
-  type Term,
-} from './election.ts';
+import { electionMachine, type ElectionInput, type ElectionNotice, type Term } from './election.ts';
+import { errorText, isNotLeader, isRefusal, refusalInfo, type RefusalInfo } from './refusal.ts';
 
 /** Input of the resync machine. */
 export interface ResyncInput {

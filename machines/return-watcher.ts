@@ -20,14 +20,8 @@
  * leaving it runs `follow`. The election is a child (`election`); STOP resigns.
  */
 import { assign, sendTo, setup, fromCallback, type EventObject } from 'xstate';
-import {
-  electionMachine,
-  REFUSAL_CODES,
-  type ElectionInput,
-  type ElectionNotice,
-  type RefusalInfo,
-  type Term,
-} from './election.ts';
+import { electionMachine, type ElectionInput, type ElectionNotice, type Term } from './election.ts';
+import { isRefusalCode, REFUSED_RETRY_MS, type RefusalInfo } from './refusal.ts';
 
 /** Input of the return-watcher machine. */
 export interface ReturnWatcherInput {
@@ -84,12 +78,12 @@ export const returnWatcherMachine = setup({
     follow: () => undefined,
   },
   guards: {
-    refusedFault: (_, params: { fault: StreamFault }) => REFUSAL_CODES.includes(params.fault.code ?? ''),
+    refusedFault: (_, params: { fault: StreamFault }) => isRefusalCode(params.fault.code),
   },
   delays: {
     backoffDelay: ({ context }) =>
       Math.min(context.backoffMaxMs, context.backoffBaseMs * 2 ** Math.max(0, context.failures - 1)),
-    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? 5000,
+    refusedRetryDelay: ({ context }) => context.refusedRetryMs ?? REFUSED_RETRY_MS,
   },
 }).createMachine({
   id: 'return-watcher',

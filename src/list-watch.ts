@@ -187,14 +187,18 @@ export function listWatch(o: ListWatchOptions): ListWatch {
     }
     if (fault) o.onFault(fault);
   };
+  /** Ends with `err` (as a portwire error: its message and code) as the reason's fault. */
+  const fail = (reason: 'list-failed' | 'broken', err: unknown) => {
+    const e = fromEtcdError(err);
+    end(reason === 'list-failed' ? { reason, error: e.message, code: e.code } : { reason, error: e.message, revision, code: e.code });
+  };
 
   const start = async () => {
     if (o.resumeFrom === undefined) {
       try {
         revision = await listRanges(o.client, o.list, (kvs, rev) => void (closed || o.onList(kvs, rev, false)), o);
       } catch (err) {
-        const e = fromEtcdError(err);
-        end({ reason: 'list-failed', error: e.message, code: e.code });
+        fail('list-failed', err);
         return;
       }
       if (closed) return;
@@ -206,8 +210,7 @@ export function listWatch(o: ListWatchOptions): ListWatch {
     try {
       s = await openWatchStream(o.client);
     } catch (err) {
-      const e = fromEtcdError(err);
-      end({ reason: 'broken', error: e.message, revision, code: e.code });
+      fail('broken', err);
       return;
     }
     if (closed) {
@@ -221,13 +224,13 @@ export function listWatch(o: ListWatchOptions): ListWatch {
       lastHeard = now();
       if (res.canceled) {
         const compactRevision = Number(res.compact_revision);
+        if (compactRevision > 0) {
+          end({ reason: 'compacted', compactRevision });
+          return;
+        }
         // etcd checks a watch's permission when it is created and cancels it with the reason
         const refusal = fromEtcdError(new Error(res.cancel_reason || 'no reason'), { access: 'read', range: o.watch.key });
-        end(
-          compactRevision > 0
-            ? { reason: 'compacted', compactRevision }
-            : { reason: 'broken', error: `watch canceled: ${refusal.message}`, revision, code: refusal.code },
-        );
+        end({ reason: 'broken', error: `watch canceled: ${refusal.message}`, revision, code: refusal.code });
         return;
       }
       const etcdRevision = Number(res.header?.revision);
@@ -242,10 +245,7 @@ export function listWatch(o: ListWatchOptions): ListWatch {
       revision = changes[changes.length - 1].modRevision;
       o.onChanges(changes, revision);
     });
-    s.on('error', (err) => {
-      const e = fromEtcdError(err);
-      end({ reason: 'broken', error: e.message, revision, code: e.code });
-    });
+    s.on('error', (err) => fail('broken', err));
     s.on('end', () => end({ reason: 'broken', error: 'watch stream ended', revision }));
     s.write({
       create_request: { key: Buffer.from(o.watch.key), range_end: o.watch.end, start_revision: revision + 1 },

@@ -58,7 +58,7 @@ export class PortDecisions {
     for (const b of facts.bindings) key += `b${r.hosts.indexOf(b.host)}.${r.revs.indexOf(b.rev)};`;
     for (const x of facts.states) key += `s${r.hosts.indexOf(x.host)}.${r.revs.indexOf(x.rev)}.${x.status};`;
     if (notified) key += `n${r.hosts.indexOf(notified.host)}.${r.revs.indexOf(notified.rev)};`;
-    key += `${input.status ?? ''};${input.stallLeftMs ?? ''}`;
+    key += input.status ?? '';
     let d = this.memo.get(key);
     if (!d) {
       d = this.direct(canonicalInput(input, r));
@@ -130,11 +130,15 @@ function renaming(input: PortInput): Renaming {
   return { hosts, revs };
 }
 
-/** The input renamed: hosts `h000`, `h001`… in sorted order, revisions ranked 1, 2…; the port id left out. */
+/**
+ * The input renamed: hosts `h000`, `h001`… in sorted order, revisions ranked
+ * 1, 2…; the port id and `stallLeftMs` left out (it only sets how long the
+ * stall timer waits, which a decision does not hold).
+ */
 function canonicalInput(input: PortInput, r: Renaming): PortInput {
   const host = (h: string) => `h${String(r.hosts.indexOf(h)).padStart(3, '0')}`;
   const rev = (v: number) => r.revs.indexOf(v) + 1;
-  const canonical: PortInput = {
+  return {
     portId: '',
     stallMs: input.stallMs,
     facts: {
@@ -144,8 +148,6 @@ function canonicalInput(input: PortInput, r: Renaming): PortInput {
     notified: input.notified && { host: host(input.notified.host), rev: rev(input.notified.rev) },
     status: input.status,
   };
-  if (input.stallLeftMs !== undefined) canonical.stallLeftMs = input.stallLeftMs;
-  return canonical;
 }
 
 /** A canonical binding mapped back to the input's host and revision. */

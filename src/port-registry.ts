@@ -78,8 +78,8 @@ type Announcement = 'announceBound' | 'announceStatus' | 'announceStalled' | 'an
 
 /** `b`, as the facts' own binding object when it is the same binding (a settled record keeps no copy). */
 const sharedBinding = (b: BindingId | undefined, facts: PortFacts): BindingId | undefined => {
-  const f = facts.bindings.find((x) => x.host === b?.host && x.rev === b?.rev);
-  return f ?? b;
+  if (b === undefined) return undefined;
+  return facts.bindings.find((x) => x.host === b.host && x.rev === b.rev) ?? b;
 };
 
 const EMPTY: PortFacts = { bindings: [], states: [] };
@@ -472,8 +472,8 @@ export class PortRegistry extends EventEmitter<PortEvents> {
       if (!this.leading || !this.stallStands(s)) continue;
       const entry = this.entries.get(s.id)!;
       entry.actor = this.hydrate(s.id, entry, 0);
+      // the actor starts in `wired` (as the record), its stall due at once: `announceStalled` observes it
       entry.stallAt = entry.stallFor = undefined;
-      this.observe(s.id, entry, 'stall');
     }
     if (this.stallHead > 4096 && this.stallHead * 2 > this.stalls.length) {
       this.stalls = this.stalls.slice(this.stallHead);

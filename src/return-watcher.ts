@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { EventObject } from 'xstate';
 import { fromCallback } from 'xstate';
 import { returnWatcherMachine } from '../machines/return-watcher.ts';
-import { isRefusal } from '../machines/election.ts';
+import { isRefusalCode } from '../machines/refusal.ts';
 import type { PortFacts, PortStatus } from '../machines/port.ts';
 import { etcdElection, type ElectionDeps } from './election.ts';
 import type { HostCache } from './host-cache.ts';
@@ -184,7 +184,7 @@ export function etcdReturnWatcher(deps: ReturnWatcherDeps) {
       },
       onFault: (fault) => {
         const code = 'code' in fault ? fault.code : undefined;
-        const refused = isRefusal({ code });
+        const refused = isRefusalCode(code);
         // after a refusal, list again: access may come back long after the watch's revision was compacted
         if (fault.reason === 'broken' && fault.revision > 0 && !refused) resumeFrom = fault.revision;
         deps.log.warn({ fault, resumeFrom }, refused ? 'etcd refused the stream' : 'watch ended');

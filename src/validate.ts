@@ -484,9 +484,8 @@ export function validatePlainObject(v: unknown, field: string): Record<string, u
 /**
  * Checks that `v` is an array whose elements are data properties (no
  * accessors, no hostile proxy) and returns a copy of it.
- * @param max most elements accepted @default no limit
  * @throws {ValidationError} naming `field`.
  */
-export function validatePlainArray(v: unknown, field: string, max = Number.MAX_SAFE_INTEGER): unknown[] {
-  return guard(field, () => items(v, field, max));
+export function validatePlainArray(v: unknown, field: string): unknown[] {
+  return guard(field, () => items(v, field, Number.MAX_SAFE_INTEGER));
 }

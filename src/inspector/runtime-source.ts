@@ -17,7 +17,7 @@
  * the runtime does so itself when given the `inspector` option.
  */
 import type { AnyActorRef, InspectionEvent } from 'xstate';
-import type { RefusalInfo } from '../../machines/election.ts';
+import { roleRefusal, type RefusalInfo } from '../../machines/refusal.ts';
 import { machines } from '../../machines/index.ts';
 import { FORWARDER_ROLE } from '../forwarder.ts';
 import { RESYNC_ROLE } from '../resync.ts';
@@ -53,18 +53,12 @@ interface RoleSnapshot {
   children?: Record<string, AnyActorRef | undefined>;
 }
 
-/**
- * A role's refusal as `status()` shows it: the role's own, else its
- * election's (`election`, when given, is the election's newest snapshot).
- */
-function roleError(role: RoleSnapshot, election?: RoleSnapshot): RefusalInfo | undefined {
-  const child = election ?? (role.children?.[ELECTION_CHILD]?.getSnapshot() as RoleSnapshot | undefined);
-  return role.context?.error ?? child?.context?.error;
-}
+/** A refusal as the inspector shows it. */
+const refusalText = (error: RefusalInfo): string => `${error.code}: ${error.message}`;
 
 /** Compares role rows: the state value and the refusal. */
 const rowKey = (state: unknown, error: RefusalInfo | undefined): string =>
-  JSON.stringify([state, error ? `${error.code}: ${error.message}` : null]);
+  JSON.stringify([state, error ? refusalText(error) : null]);
 
 /** Runtime events passed on as `host` events. */
 const HOST_EVENTS = ['portBound', 'portStalled', 'portRecovered', 'portUnbound', 'portStatus', 'hostAlive', 'hostDead'] as const;
@@ -102,7 +96,7 @@ export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } 
     lastRow.set('supervisor', rowKey(root.value, undefined));
     for (const r of ROLES) {
       const child = root.children[r.child] as AnyActorRef | undefined;
-      if (child) lastRow.set(r.role, rowKey(child.getSnapshot().value, roleError(child.getSnapshot())));
+      if (child) lastRow.set(r.role, rowKey(child.getSnapshot().value, roleRefusal(child.getSnapshot())));
     }
   }
   offs.push(
@@ -126,11 +120,11 @@ export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } 
       } else return;
       if (role === undefined) return;
       const state = snapshot.value;
-      const refusal = role === 'supervisor' ? undefined : roleError(snapshot, ref.id === ELECTION_CHILD ? (e.snapshot as RoleSnapshot) : undefined);
+      const refusal = role === 'supervisor' ? undefined : roleRefusal(snapshot, ref.id === ELECTION_CHILD ? (e.snapshot as RoleSnapshot) : undefined);
       const key = rowKey(state, refusal);
       if (lastRow.get(role) === key) return;
       lastRow.set(role, key);
-      hub.emit({ kind: 'role', at: now(), role, state, event: e.event.type, ...(refusal ? { error: `${refusal.code}: ${refusal.message}` } : {}) });
+      hub.emit({ kind: 'role', at: now(), role, state, event: e.event.type, ...(refusal ? { error: refusalText(refusal) } : {}) });
     }),
   );
 
@@ -163,7 +157,7 @@ export function runtimeSource(rt: Runtime): InspectorSource & { close(): void } 
         ...ROLES.map(({ role, machine }) => {
           const r = status.roles[role];
           const entry: InspectorRole = { id: role, machine, state: r?.state ?? 'off', leader: r?.leader ?? false, holder: r?.holder };
-          if (r?.error) entry.error = `${r.error.code}: ${r.error.message}`;
+          if (r?.error) entry.error = refusalText(r.error);
           return entry;
         }),
       ];
