@@ -453,7 +453,7 @@ export async function runResync(options: ResyncBenchOptions = {}): Promise<Scena
     // (fenced with the resync leader's token, one txn at a time, ≤ server limit − 1 nested txns and ≤ 1 MiB each).
     // They repair the drift, which is then written again.
     step('repairs alone, replayed directly from the diff');
-    const maxNested = (await probeMaxTxnOps(client, CALL_TIMEOUT_MS)) - 1;
+    const maxNested = (await probeMaxTxnOps(client, { timeoutMs: CALL_TIMEOUT_MS })) - 1;
     const fence = { key: keys.electionKey(RESYNC_ROLE), token: resyncToken };
     const repairOps = repairOpsOf(lastDiff);
     const replay = await timed(async () => {

@@ -657,7 +657,7 @@ async function runEndToEnd(o: EndToEndOptions): Promise<PartReport> {
     step(`${fmt(n)} groups × ${o.rulesPerGroup} rules; starting etcd`);
     etcd = await startManagedEtcd({ fastElection: true });
     client = createEtcdClient({ endpoints: etcd.endpoints, callTimeoutMs: E2E_CALL_TIMEOUT_MS });
-    const maxOps = await probeMaxTxnOps(client, E2E_CALL_TIMEOUT_MS);
+    const maxOps = await probeMaxTxnOps(client, { timeoutMs: E2E_CALL_TIMEOUT_MS });
     // warm-up (connection, JIT, etcd's first writes); not measured
     const warm = Math.min(n, 1000);
     await rawBaseline(client, `${run}/warmup`, { ...data, groups: data.groups.slice(0, warm), values: data.values.slice(0, warm) }, maxOps, maxBytes);

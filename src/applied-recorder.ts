@@ -52,9 +52,16 @@ const realTimers: RecorderTimers = {
 
 /** Gathers acknowledged entries and records them in batches. See the module comment. */
 export class AppliedRecorder {
-  /** The first refusal of a recording, until cleared by the drainer. */
+  /** The first refusal of a recording, until taken by {@link takeError}. */
   error: unknown;
   private chain: Promise<void> = Promise.resolve();
+
+  /** The refusal kept in {@link error}, cleared. */
+  takeError(): unknown {
+    const err = this.error;
+    this.error = undefined;
+    return err;
+  }
   private groups: (readonly number[])[] = [];
   private entries = 0;
   private token: string | undefined;

@@ -79,9 +79,6 @@ function entriesDb(path: string): Database<Buffer, number> {
     const root = open({ path, maxDbs: 8 });
     cached = { path, root, entries: root.openDB<Buffer, number>({ name: 'journal', encoding: 'binary' }) };
   }
-  // lmdb-js keeps a thread's read snapshot until a timer tick, across tasks, against other threads'
-  // commits: a window must see every append made before the task
-  cached.root.resetReadTxn();
   return cached.entries;
 }
 
@@ -109,6 +106,9 @@ export default function drainWindow(task: DrainWindowTask): DrainWindow {
  * table `db` (`task.path` is not used). See the module comment.
  */
 export function readDrainWindow(db: Database<Buffer, number>, task: DrainWindowTask): DrainWindow {
+  // lmdb-js keeps a thread's read snapshot until a timer tick, against other threads' and processes'
+  // commits: a window must see every append made before it was asked for
+  db.resetReadTxn();
   const byKey = new Map<string, Coalesced>();
   const prefixes = new Map<string, Coalesced>();
   /**

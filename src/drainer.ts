@@ -183,7 +183,7 @@ export class Drainer {
     if (fence.token !== this.claimed) {
       // a new term: the last term's recordings land (or are refused) first, then claim the journal's head
       await this.idle();
-      this.recorder.error = undefined;
+      this.recorder.takeError();
       this.reset();
       await this.deps.journal.claimDrain(fence.token);
       this.claimed = fence.token;
@@ -192,8 +192,7 @@ export class Drainer {
     if (this.recorder.error !== undefined) {
       // a recording of this term was refused: the journal was claimed by a newer term
       await this.idle();
-      const err = this.recorder.error;
-      this.recorder.error = undefined;
+      const err = this.recorder.takeError();
       this.cursor = 0;
       throw err;
     }
@@ -201,8 +200,12 @@ export class Drainer {
     this.epoch ??= await renewEpoch(this.deps.client, fence, this.deps.limits.callTimeoutMs);
     const run = new DrainRun(this.deps, { ...fence, epoch: this.epoch }, this.deferred, this.recorder, signal);
     this.run = run;
+    // once the run has decided to end (or failed) it takes no more appends: it is let go at once
+    const ran = run.execute(this.cursor).finally(() => {
+      if (this.run === run) this.run = undefined;
+    });
     try {
-      this.cursor = await run.execute(this.cursor);
+      this.cursor = await ran;
     } catch (err) {
       // the next run reads from the head again: what was acknowledged must have left the journal by then,
       // or a window cut between two acknowledged values of a key would send the older one again
@@ -210,8 +213,6 @@ export class Drainer {
       this.cursor = 0;
       if (err instanceof EtcdUnavailableError) this.epoch = undefined;
       throw err;
-    } finally {
-      if (this.run === run) this.run = undefined;
     }
     let retryInMs: number | undefined;
     const now = this.deps.now();
@@ -242,9 +243,8 @@ class DrainRun {
   private error: unknown;
   private readonly inflight = new Set<Promise<void>>();
   private windowSize = 256;
-  /** Until the run decides to end: appends it was told of go to another round. */
-  private open = true;
   private readonly startedAt: number;
+  /** An append was taken since the round began: another round reads it. */
   private appended = false;
   /** Ends a linger early (an append was taken, or the run aborted). */
   private wake?: () => void;
@@ -289,7 +289,6 @@ class DrainRun {
         if (!this.appended || this.stopped()) break;
       }
     }
-    this.open = false;
     this.error ??= this.recorder.error;
     if (this.error) throw this.error;
     if (this.signal?.aborted) throw new PortwireError('drain aborted');
@@ -298,15 +297,12 @@ class DrainRun {
 
   /** See {@link Drainer.takesAppends}. */
   takeAppends(): boolean {
-    if (!this.open || this.stopped()) return false;
-    if (this.old()) {
-      // a lingering run ends now: the forwarder's next run takes the append
-      this.wake?.();
-      return false;
-    }
-    this.appended = true;
+    if (this.stopped()) return false;
+    const taken = !this.old();
+    if (taken) this.appended = true;
+    // a lingering run reads the append, or (old) ends now and the forwarder's next run takes it
     this.wake?.();
-    return true;
+    return taken;
   }
 
   /** True once the run no longer takes appends: it ends after the round that reads the last one it took. */
@@ -338,6 +334,7 @@ class DrainRun {
     const { limits, pool, journal } = this.deps;
     // small first windows start the pipeline fast; they double up to the limit
     this.windowSize = Math.min(limits.windowEntries, this.windowSize * 2);
+    const durableSeq = journal.durableSeq();
     const task: DrainWindowTask = {
       kind: 'drainWindow',
       path: journal.path,
@@ -346,14 +343,15 @@ class DrainRun {
       maxOps: limits.maxOps,
       maxBytes: Math.min(limits.maxTxnBytes, limits.maxRequestBytes - 1024),
       maxOpBytes: limits.maxRequestBytes - 512,
-      durableSeq: journal.durableSeq(),
+      durableSeq,
       agedBefore: this.deps.now() - AGED_MS,
     };
     if (this.deps.signing) {
       task.signing = this.deps.signing;
-    } else if (journal.durableSeq() - afterSeq <= INLINE_WINDOW_ENTRIES) {
+    } else if (durableSeq - afterSeq <= INLINE_WINDOW_ENTRIES) {
       // appends that land meanwhile wait for the next window
-      return journal.drainWindow({ ...task, maxEntries: Math.min(task.maxEntries, INLINE_WINDOW_ENTRIES) });
+      task.maxEntries = Math.min(task.maxEntries, INLINE_WINDOW_ENTRIES);
+      return journal.drainWindow(task);
     }
     return (await pool.run(task)) as DrainWindow;
   }

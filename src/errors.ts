@@ -5,6 +5,8 @@
  * with {@link fromEtcdError}.
  */
 
+import type { JournalUsage } from './journal.ts';
+
 /** Base class of every portwire error. */
 export class PortwireError extends Error {
   /** Stable machine-readable code. */
@@ -42,7 +44,7 @@ export class JournalFullError extends PortwireError {
   override readonly code = 'JOURNAL_FULL';
   override readonly recoverable = true;
   /** How full the journal was when it refused (bytes, entries), when known. */
-  readonly usage?: { usedBytes: number; limitBytes: number; reserveBytes: number; waitingBytes: number; entries: number };
+  readonly usage?: JournalUsage;
   constructor(message: string, options?: { cause?: unknown; usage?: JournalFullError['usage'] }) {
     super(message, options);
     this.usage = options?.usage;

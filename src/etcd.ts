@@ -147,7 +147,7 @@ export async function fencedTxn(
  * The key range a txn's ops write, for error messages: the longest common
  * directory (ending with `/`) of their keys.
  */
-export function opsRange(ops: IRequestOp[]): string | undefined {
+function opsRange(ops: IRequestOp[]): string | undefined {
   const keys: string[] = [];
   for (const op of ops) {
     const k = op.request_put?.key ?? op.request_delete_range?.key;
@@ -174,36 +174,22 @@ export function opsRange(ops: IRequestOp[]): string | undefined {
  * @throws EtcdUnavailableError on timeout or lost connection
  */
 export async function renewEpoch(client: Etcd3, fence: Fence, timeoutMs: number): Promise<string> {
-  const key = Buffer.from(fence.key);
-  let res;
-  try {
-    res = await client.kv.txn(
-      {
-        compare: [{ key, result: 'Equal', target: 'Create', create_revision: fence.token }],
-        success: [{ request_put: { key, ignore_value: true, ignore_lease: true } }],
-        failure: [],
-      },
-      deadline(timeoutMs),
-    );
-  } catch (err) {
-    throw fromEtcdError(err, { access: 'write', range: fence.key });
-  }
-  if (!res.succeeded) throw new NotLeaderError(`fence ${fence.key}@${fence.token} lost`);
-  return res.header.revision;
+  const touch: IRequestOp = { request_put: { key: Buffer.from(fence.key), ignore_value: true, ignore_lease: true } };
+  return fencedTxn(client, { key: fence.key, token: fence.token }, [touch], timeoutMs);
 }
 
 /**
  * Reads the server's txn-op limit (`--max-txn-ops`) without writing: sends
  * txns whose compare always fails carrying N read ops; etcd checks the op
  * count before evaluating the compare. Doubles, then bisects.
- * @param probeKey a key that is never written and that this identity may read
+ * @param o.timeoutMs deadline of one txn, ms @default 5000
+ * @param o.cap the largest limit looked for @default 4096
+ * @param o.probeKey a key that is never written and that this identity may read
  *   (under etcd authentication: e.g. one under the prefix, see `etcd-roles.ts`)
  */
 export async function probeMaxTxnOps(
   client: Etcd3,
-  timeoutMs = 5000,
-  cap = 4096,
-  probeKey = '\0portwire-probe-never',
+  { timeoutMs = 5000, cap = 4096, probeKey = '\0portwire-probe-never' }: { timeoutMs?: number; cap?: number; probeKey?: string } = {},
 ): Promise<number> {
   const never = Buffer.from(probeKey);
   const fits = async (n: number): Promise<boolean> => {

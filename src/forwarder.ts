@@ -36,7 +36,7 @@ export function etcdForwarder(deps: ForwarderDeps) {
   let maxOps = deps.maxTxnOps;
   const probe = async (): Promise<number> => {
     const probeKey = deps.election.keys.electionKey(TXN_OPS_PROBE);
-    const n = await probeMaxTxnOps(deps.drainer.client, deps.drainer.limits.callTimeoutMs, undefined, probeKey);
+    const n = await probeMaxTxnOps(deps.drainer.client, { timeoutMs: deps.drainer.limits.callTimeoutMs, probeKey });
     deps.log.info({ maxTxnOps: n }, 'read txn op limit from etcd');
     return n;
   };

@@ -319,18 +319,21 @@ export class Journal {
     for (const r of records) add += r.length > NODE_MAX ? Math.ceil((r.length + 16) / 4096) * 4096 : r.length + NODE_OVERHEAD;
     const txnId = this.root.getWriteTxnId();
     const at = this.now();
-    const appendLimit = this.limitBytes - this.reserveBytes;
+    const appendLimit = this.appendLimit;
     let u = this.txnUsed;
+    let measured: JournalUsage | undefined;
     if (
       !u ||
       u.added > this.reserveBytes / 4 ||
       (u.txnId !== txnId && at - u.at >= MEASURE_EVERY_MS) ||
       u.usedBytes + u.added + add > appendLimit
     ) {
-      u = this.txnUsed = { txnId, at, usedBytes: this.measure().usedBytes, added: 0 };
+      measured = this.measure();
+      u = this.txnUsed = { txnId, at, usedBytes: measured.usedBytes, added: 0 };
     }
     if (u.usedBytes + u.added + add > appendLimit) {
-      const now = this.measure();
+      // an estimate over the limit was measured just above
+      const now = measured ?? this.measure();
       throw new JournalFullError(
         `journal is full: ${bytes(now.usedBytes)} used of the ${bytes(appendLimit)} append limit ` +
           `(mapSize ${bytes(this.limitBytes)} less ${bytes(this.reserveBytes)} kept for draining); ` +
@@ -350,6 +353,11 @@ export class Journal {
     return this.measure();
   }
 
+  /** Live bytes appends may fill: the limit less the drain's reserve. */
+  private get appendLimit(): number {
+    return this.limitBytes - this.reserveBytes;
+  }
+
   private measure(): JournalUsage {
     type Stats = { treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number; entryCount: number };
     const pages = (x: Stats) => x.treeBranchPageCount + x.treeLeafPageCount + x.overflowPages;
@@ -367,7 +375,7 @@ export class Journal {
       }
     }
     const usedBytes = used * psize;
-    const appendLimit = this.limitBytes - this.reserveBytes;
+    const appendLimit = this.appendLimit;
     return {
       usedBytes,
       limitBytes: this.limitBytes,
@@ -537,9 +545,6 @@ export class Journal {
    * environment: for a window of a few entries, cheaper than a pool task.
    */
   drainWindow(task: DrainWindowTask): DrainWindow {
-    // lmdb-js renews this thread's snapshot after its own commits, but keeps it for up to a timer tick
-    // against other processes' appends: the window must see every append made so far
-    this.root.resetReadTxn();
     return readDrainWindow(this.entries, task);
   }
 

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { supervisorMachine, type SupervisorInput } from '../machines/supervisor.ts';
 import type { Term } from '../machines/election.ts';
 import type { DrainEvent } from './drainer.ts';
+import { ETCD_DEFAULT_MAX_TXN_OPS } from './etcd.ts';
 import { etcdForwarder, FORWARDER_ROLE } from './forwarder.ts';
 import type { HostCache } from './host-cache.ts';
 import type { Journal } from './journal.ts';
@@ -88,7 +89,7 @@ export function buildRoles(d: RolesDeps): Roles {
         onEvent: d.onDrainEvent,
         signing: o.signing,
         limits: {
-          maxOps: o.batch.maxTxnOps ?? 128,
+          maxOps: o.batch.maxTxnOps ?? ETCD_DEFAULT_MAX_TXN_OPS,
           maxTxnBytes: o.batch.maxTxnBytes,
           maxRequestBytes: o.batch.maxRequestBytes,
           windowEntries: o.batch.windowEntries,

@@ -11,7 +11,8 @@ import type { Etcd3 } from 'etcd3';
 import type { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import type { supervisorMachine } from '../machines/supervisor.ts';
-import type { RefusalInfo, Term } from '../machines/election.ts';
+import type { Term } from '../machines/election.ts';
+import { roleRefusal, type RefusalInfo } from '../machines/refusal.ts';
 import { createEtcdClient, deadline, probeMaxTxnOps, TXN_OPS_PROBE } from './etcd.ts';
 import { checkEtcdAccess } from './etcd-preflight.ts';
 import { buildRoles, type Roles } from './roles.ts';
@@ -625,7 +626,7 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
       callTimeoutMs: o.etcd.callTimeoutMs,
       maxOps: () => {
         if (o.batch.maxTxnOps !== undefined) return Promise.resolve(o.batch.maxTxnOps);
-        this.maxOpsProbe ??= probeMaxTxnOps(this.client!, o.etcd.callTimeoutMs, undefined, this.keys.electionKey(TXN_OPS_PROBE)).catch((err: unknown) => {
+        this.maxOpsProbe ??= probeMaxTxnOps(this.client!, { timeoutMs: o.etcd.callTimeoutMs, probeKey: this.keys.electionKey(TXN_OPS_PROBE) }).catch((err: unknown) => {
           this.maxOpsProbe = undefined;
           throw err;
         });
@@ -678,13 +679,12 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
 
   /** A snapshot of the runtime's state. */
   status(): RuntimeStatus {
-    const journal = this.journal;
+    const journal = this.state === 'running' ? this.journal : undefined;
+    const usage = journal?.usage();
     const children = this.supervisor?.getSnapshot().children;
     const role = (name: string, child: 'forwarder' | 'resync' | 'returnWatcher') => {
       const snap = children?.[child]?.getSnapshot();
-      const election = (snap?.children as Record<string, { getSnapshot(): { context: { error?: RefusalInfo } } } | undefined>)
-        ?.election?.getSnapshot();
-      const error = (snap?.context as { error?: RefusalInfo } | undefined)?.error ?? election?.context.error;
+      const error = roleRefusal(snap);
       return {
         state: snap?.value ?? 'off',
         leader: this.terms.has(name),
@@ -696,9 +696,9 @@ export class Runtime extends EventEmitter<RuntimeEvents> {
     return {
       running: this.state === 'running',
       holderId: this.options.holderId,
-      journalDepth: journal && this.state === 'running' ? journal.depth() : 0,
-      deadLetters: journal && this.state === 'running' ? journal.deadLetters().length : 0,
-      ...(journal && this.state === 'running' ? { journal: journal.usage() } : {}),
+      journalDepth: usage?.entries ?? 0,
+      deadLetters: journal?.deadLetters().length ?? 0,
+      ...(usage ? { journal: usage } : {}),
       roles: {
         [FORWARDER_ROLE]: role(FORWARDER_ROLE, 'forwarder'),
         [RESYNC_ROLE]: role(RESYNC_ROLE, 'resync'),
