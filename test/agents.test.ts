@@ -3,8 +3,6 @@
  * into `nodes/<host>/ports/`, and the agents' answers read back from `state/`.
  * Tests wait on agent events and etcd conditions, never on sleeps.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -16,6 +14,8 @@ import { keyLayout, type KeyLayout } from '../src/keys.ts';
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { startTcpProxy } from './helpers/tcp-proxy.ts';
+import { nextEvent } from './helpers/events.ts';
+import { tempDir } from './helpers/temp.ts';
 
 let client: Etcd3;
 let prefix: string;
@@ -64,20 +64,9 @@ const bind = (host: string, port: string, value: string) => client.put(keys.port
 const unbind = (host: string, port: string) => client.delete().key(keys.port(host, port));
 const get = (key: string) => client.get(key).string();
 
-type Name = keyof AgentEvents;
-/** The first `name` event matching `match`, within `timeoutMs`. */
-function next<N extends Name>(agents: Agents, name: N, match: (e: AgentEvents[N][0]) => boolean = () => true, timeoutMs = 10_000): Promise<AgentEvents[N][0]> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { agents.off(name, on as never); reject(new Error(`no '${name}' event within ${timeoutMs} ms`)); }, timeoutMs);
-    const on = (e: AgentEvents[N][0]): void => {
-      if (!match(e)) return;
-      clearTimeout(timer);
-      agents.off(name, on as never);
-      resolve(e);
-    };
-    agents.on(name, on as never);
-  });
-}
+/** The first `name` event of `agents` matching `match`, within `timeoutMs` (see {@link nextEvent}). */
+const next = <N extends keyof AgentEvents>(agents: Agents, name: N, match?: (e: AgentEvents[N][0]) => boolean, timeoutMs?: number) =>
+  nextEvent<AgentEvents, N>(agents, name, match, timeoutMs);
 const confirmedOf = (agents: Agents, portId: string) => next(agents, 'confirmed', (e) => e.portId === portId);
 
 describe('simulated agents', () => {
@@ -349,19 +338,16 @@ describe('simulated agents on a private etcd', () => {
 });
 
 describe('simulated agents over TLS', () => {
-  let dir: string | undefined;
   let etcd: ManagedEtcd | undefined;
   let own: Etcd3 | undefined;
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'pw-agents-tls-'));
-    const pki = await createPki(join(dir, 'pki'), { clients: ['root'] });
+    const pki = await createPki(join(tempDir('pw-agents-tls-'), 'pki'), { clients: ['root'] });
     etcd = await startManagedEtcd({ tls: { ...pki.server, clientCertAuth: true } });
     own = createEtcdClient(etcd.connection());
   });
   afterAll(async () => {
     own?.close();
     await etcd?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('agents restarting (their watches closed) leave the writes in flight on the shared client untouched', async () => {

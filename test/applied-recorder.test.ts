@@ -5,7 +5,6 @@
  * its own token, so a deposed term's are refused.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
 import type { Piscina } from 'piscina';
 import { AppliedRecorder, type RecorderTimers } from '../src/applied-recorder.ts';
 import { NotLeaderError } from '../src/errors.ts';
@@ -63,7 +62,6 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   await journal.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 function recorder(over: { maxEntries?: number } = {}): AppliedRecorder {

@@ -3,7 +3,6 @@
  * deletes, batch limits by ops and bytes, and oversize flags.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
 
 
 import { Journal } from '../src/journal.ts';
@@ -20,7 +19,6 @@ beforeEach(() => {
 });
 afterEach(async () => {
   await journal.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 const task = (over: Partial<Parameters<typeof drainWindow>[0]> = {}) => ({

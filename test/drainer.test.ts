@@ -10,12 +10,13 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import type { Etcd3, Lease } from 'etcd3';
 import type { Piscina } from 'piscina';
-import { Drainer, type DrainEvent, type DrainLimits } from '../src/drainer.ts';
+import { Drainer, type DrainEvent, type DrainLimits, type DrainResult } from '../src/drainer.ts';
 import { Journal } from '../src/journal.ts';
 import { createPool } from '../src/pool.ts';
 import type { Fence } from '../src/etcd.ts';
 import { newClient, uniquePrefix } from './helpers/etcd.ts';
 import { tempDir } from './helpers/temp.ts';
+import { withTimeout } from './helpers/events.ts';
 
 let client: Etcd3;
 let lease: Lease;
@@ -26,6 +27,7 @@ let prefix: string;
 let fence: Fence;
 let drainers: Drainer[];
 let applied: (() => void)[];
+let lingering: { run: Promise<unknown>; controller: AbortController }[];
 
 const limits = (lingerMs: number): DrainLimits => ({
   maxOps: 128,
@@ -49,8 +51,26 @@ function drainer(lingerMs: number, now: () => number = Date.now): Drainer {
   return d;
 }
 
-/** Resolves at the next txn etcd acknowledges. */
-const nextApplied = (): Promise<void> => new Promise((resolve) => applied.push(resolve));
+/** Resolves at the next txn etcd acknowledges; rejects if none comes within 10 s. */
+const nextApplied = (): Promise<void> => {
+  const acked = withTimeout(new Promise<void>((resolve) => applied.push(resolve)), 10_000, 'the next applied txn');
+  // the test awaits it; one that failed before it did reports no second error
+  acked.catch(() => undefined);
+  return acked;
+};
+
+/**
+ * Starts a drain run that can linger for long, with an abort controller that
+ * afterEach uses to end it should the test not get that far.
+ */
+function lingeringRun(d: Drainer): { run: Promise<DrainResult>; abort: () => void } {
+  const ac = new AbortController();
+  const run = d.drain(fence, ac.signal);
+  run.catch(() => undefined);
+  lingering.push({ run, controller: ac });
+  return { run, abort: () => ac.abort() };
+}
+
 const value = async (key: string): Promise<unknown> => {
   const s = await client.get(`${prefix}/${key}`).string();
   return s === null ? null : JSON.parse(s);
@@ -69,8 +89,11 @@ beforeEach(async () => {
   pool = createPool({ size: 1 });
   drainers = [];
   applied = [];
+  lingering = [];
 });
 afterEach(async () => {
+  for (const { controller } of lingering) controller.abort();
+  await Promise.allSettled(lingering.map(({ run }) => run));
   for (const d of drainers) await d.idle();
   await pool.destroy();
   await journal.close();
@@ -82,10 +105,8 @@ describe('a drain run and the appends that land while it runs', () => {
   it('a run takes every append made while it lingers, in order, without another drain; it ends on abort', async () => {
     const d = drainer(600_000);
     await append('k', { n: 0 });
-    const ac = new AbortController();
     const first = nextApplied();
-    const run = d.drain(fence, ac.signal);
-    run.catch(() => undefined);
+    const { run, abort } = lingeringRun(d);
     await first;
     expect(await value('k')).toEqual({ n: 0 });
 
@@ -103,7 +124,7 @@ describe('a drain run and the appends that land while it runs', () => {
     expect(await value('k')).toEqual({ n: 30 });
     expect(await value('other')).toEqual({ n: 1 });
 
-    ac.abort();
+    abort();
     await expect(run).rejects.toThrow(/aborted/);
     expect(d.takesAppends()).toBe(false);
     await d.idle();
@@ -115,7 +136,7 @@ describe('a drain run and the appends that land while it runs', () => {
     const d = drainer(600_000, () => Date.now() + ahead);
     await append('k', { n: 0 });
     const first = nextApplied();
-    const run = d.drain(fence);
+    const { run } = lingeringRun(d);
     await first;
     const ack = nextApplied();
     await append('k', { n: 1 });
@@ -129,13 +150,11 @@ describe('a drain run and the appends that land while it runs', () => {
     expect(await run).toMatchObject({ keys: 2, entries: 2 });
     expect(await value('k')).toEqual({ n: 1 });
     // the forwarder's next run takes it
-    const ac = new AbortController();
     const last = nextApplied();
-    const next = d.drain(fence, ac.signal);
-    next.catch(() => undefined);
+    const { run: next, abort } = lingeringRun(d);
     await last;
     expect(await value('k')).toEqual({ n: 2 });
-    ac.abort();
+    abort();
     await expect(next).rejects.toThrow(/aborted/);
   });
 

@@ -6,7 +6,6 @@
  * and heals by itself, and an agent identity cannot write what is not its own.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
 
 
 import { Etcd3, type IRequestOp } from 'etcd3';
@@ -295,23 +294,27 @@ describe('etcd roles', () => {
 describe('etcd TLS', () => {
   let tlsEtcd: ManagedEtcd;
   let pki: Pki;
-  let pkiDir: string;
 
   beforeAll(async () => {
-    pkiDir = tempDir('pw-access-pki-');
-    pki = await createPki(pkiDir, { clients: ['portwire'] });
+    pki = await createPki(tempDir('pw-access-pki-'), { clients: ['portwire'] });
     tlsEtcd = await startManagedEtcd({ tls: { ...pki.server, clientCertAuth: true } });
   });
 
   afterAll(async () => {
     await tlsEtcd?.stop();
-    if (pkiDir) rmSync(pkiDir, { recursive: true, force: true });
   });
 
   it('starts with a trusted CA and a valid client certificate', async () => {
-    const rt = await started(runtimeOptions('/pw-tls-ok', { endpoints: tlsEtcd.endpoints, tls: pki.clientTls('portwire') }));
+    const connection: EtcdConnectionOptions = { endpoints: tlsEtcd.endpoints, tls: pki.clientTls('portwire') };
+    const rt = await started(runtimeOptions('/pw-tls-ok', connection));
     await rt.bindPort({ port: port('t1', 1), segment, host: 'h1' });
     await rt.drained({ timeoutMs: 20_000 });
+    expect(rt.deadLetters()).toEqual([]);
+    // read back over TLS with the same client certificate, on a client of its own
+    const client = createEtcdClient(connection);
+    cleanups.push(async () => client.close());
+    const written = await client.get(keyLayout('/pw-tls-ok').port('h1', 't1')).string();
+    expect(JSON.parse(written!)).toMatchObject({ mac_address: 'fa:16:3e:00:00:01' });
   });
 
   it('an untrusted server CA rejects start() with EtcdTlsError naming etcd.tls', async () => {

@@ -64,15 +64,17 @@ describe('hostSkipPolicy', () => {
   });
 
   it("cockatiel's circuit breaker, by contrast, hangs on that re-entrant call", async () => {
-    const breaker = circuitBreaker(handleAll, { halfOpenAfter: 1, breaker: new ConsecutiveBreaker(1) });
+    // halfOpenAfter 0: the call after the one that opened the circuit is the half-open test
+    const breaker = circuitBreaker(handleAll, { halfOpenAfter: 0, breaker: new ConsecutiveBreaker(1) });
     await expect(breaker.execute(fail)).rejects.toThrow();
-    await new Promise((r) => setTimeout(r, 5)); // cockatiel reads the wall clock: past halfOpenAfter, the next call is the half-open test
     // as in etcd3, the re-run starts after the first answer came back (an await later)
     const reentrant = breaker.execute(async () => {
       await Promise.resolve();
       return breaker.execute(ok);
     });
-    const outcome = await Promise.race([reentrant, new Promise((r) => setTimeout(() => r('still waiting'), 200))]);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([reentrant, new Promise((r) => (timer = setTimeout(() => r('still waiting'), 200)))]);
+    clearTimeout(timer);
     expect(outcome).toBe('still waiting');
   });
 

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 
 
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, Lease } from 'etcd3';
 import { createRuntime, type Runtime } from '../src/runtime.ts';
 import { fencedTxn, renewEpoch } from '../src/etcd.ts';
 import { NotLeaderError } from '../src/errors.ts';
@@ -49,36 +49,42 @@ describe('fence epochs', () => {
     const prefix = uniquePrefix('epoch');
     const electionKey = `${prefix}/election/forwarder`;
     const lease = client.lease(10, { autoKeepAlive: false });
-    await client.put(electionKey).value('holder-1').lease(await lease.grant());
-    const kv = (await client.get(electionKey).exec()).kvs[0];
-    const fence = { key: electionKey, token: kv.create_revision };
+    let lease2: Lease | undefined;
+    try {
+      await client.put(electionKey).value('holder-1').lease(await lease.grant());
+      const kv = (await client.get(electionKey).exec()).kvs[0];
+      const fence = { key: electionKey, token: kv.create_revision };
 
-    const first = await renewEpoch(client, fence, 5000);
-    await fencedTxn(client, { ...fence, epoch: first }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('v1') } }], 5000);
-    const second = await renewEpoch(client, fence, 5000);
-    expect(Number(second)).toBeGreaterThan(Number(first));
-    await fencedTxn(client, { ...fence, epoch: second }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('v2') } }], 5000);
+      const first = await renewEpoch(client, fence, 5000);
+      await fencedTxn(client, { ...fence, epoch: first }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('v1') } }], 5000);
+      const second = await renewEpoch(client, fence, 5000);
+      expect(Number(second)).toBeGreaterThan(Number(first));
+      await fencedTxn(client, { ...fence, epoch: second }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('v2') } }], 5000);
 
-    // the late txn of the first epoch
-    await expect(
-      fencedTxn(client, { ...fence, epoch: first }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('stale') } }], 5000),
-    ).rejects.toBeInstanceOf(NotLeaderError);
-    expect(await client.get(`${prefix}/k`).string()).toBe('v2');
+      // the late txn of the first epoch
+      await expect(
+        fencedTxn(client, { ...fence, epoch: first }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('stale') } }], 5000),
+      ).rejects.toBeInstanceOf(NotLeaderError);
+      expect(await client.get(`${prefix}/k`).string()).toBe('v2');
 
-    const after = (await client.get(electionKey).exec()).kvs[0];
-    expect(after.value.toString()).toBe('holder-1');
-    expect(after.lease).toBe(kv.lease);
-    expect(after.create_revision).toBe(kv.create_revision);
+      const after = (await client.get(electionKey).exec()).kvs[0];
+      expect(after.value.toString()).toBe('holder-1');
+      expect(after.lease).toBe(kv.lease);
+      expect(after.create_revision).toBe(kv.create_revision);
 
-    // another term (the key deleted and campaigned again) refuses the old term's epochs as well
-    await lease.revoke();
-    const lease2 = client.lease(10, { autoKeepAlive: false });
-    await client.put(electionKey).value('holder-2').lease(await lease2.grant());
-    await expect(renewEpoch(client, fence, 5000)).rejects.toBeInstanceOf(NotLeaderError);
-    await expect(
-      fencedTxn(client, { ...fence, epoch: second }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('stale') } }], 5000),
-    ).rejects.toBeInstanceOf(NotLeaderError);
-    await lease2.revoke();
+      // another term (the key deleted and campaigned again) refuses the old term's epochs as well
+      await lease.revoke();
+      lease2 = client.lease(10, { autoKeepAlive: false });
+      await client.put(electionKey).value('holder-2').lease(await lease2.grant());
+      await expect(renewEpoch(client, fence, 5000)).rejects.toBeInstanceOf(NotLeaderError);
+      await expect(
+        fencedTxn(client, { ...fence, epoch: second }, [{ request_put: { key: Buffer.from(`${prefix}/k`), value: Buffer.from('stale') } }], 5000),
+      ).rejects.toBeInstanceOf(NotLeaderError);
+    } finally {
+      // `lease` is revoked already once the test has got to the second term
+      await lease.revoke().catch(() => undefined);
+      await lease2?.revoke().catch(() => undefined);
+    }
   });
 
   it('the forwarder starts a new epoch after a drain whose outcome was unknown', async () => {

@@ -4,7 +4,6 @@
  * request size) that must be dead-lettered without holding back other keys.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
 
 
 import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
@@ -25,7 +24,6 @@ async function setup(name: string, etcdArgs: string[] = [], options: Parameters<
   const etcd = await startManagedEtcd({ extraArgs: etcdArgs });
   cleanups.push(() => etcd.stop());
   const dataDir = tempDir(`pw-${name}-`);
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const prefix = `/pw-${name}`;
   const rt = createRuntime({
     etcd: { endpoints: etcd.endpoints, callTimeoutMs: 1000 },

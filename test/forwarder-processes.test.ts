@@ -4,7 +4,6 @@
  * a SIGSTOPped leader whose late writes etcd must refuse (fencing).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
 
 
 import type { IKeyValue } from 'etcd3';
@@ -16,11 +15,9 @@ import { mergeExpected, portWorkload, segment } from './helpers/workload.ts';
 import { tempDir } from './helpers/temp.ts';
 
 const TTL_MS = 2000;
-const dirs: string[] = [];
 
 function setup(name: string): { options: RuntimeOptions; prefix: string } {
   const dataDir = tempDir(`pw-${name}-`);
-  dirs.push(dataDir);
   const prefix = uniquePrefix(name);
   return {
     prefix,
@@ -30,7 +27,6 @@ function setup(name: string): { options: RuntimeOptions; prefix: string } {
 
 afterEach(async () => {
   await killAllChildren();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
 /** Drain intervals per (process, term), from the children's `applied` events. */

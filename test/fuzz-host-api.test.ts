@@ -12,7 +12,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Etcd3 } from 'etcd3';
 import { PortwireError, ValidationError } from '../src/errors.ts';
@@ -725,7 +724,6 @@ afterAll(async () => {
   for (const rt of runtimes) await rt.stop();
   client?.close();
   await etcd?.stop();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
 /** Every key in the etcd (the whole keyspace, paged). */

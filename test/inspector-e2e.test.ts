@@ -9,7 +9,7 @@
  * inspector's origin. Skipped (with a message) only when Chromium is absent
  * and CI is not set.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -92,7 +92,6 @@ describe.skipIf(skip)('inspector of a real runtime, in Chromium', () => {
     await b?.stop().catch(() => undefined);
     await killAllChildren();
     await agents?.stop();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   it("draws the forwarder's statechart and names the other process as leader", async () => {

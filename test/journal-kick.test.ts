@@ -4,7 +4,7 @@
  * leads (then the file is left alone).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Journal } from '../src/journal.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -21,7 +21,6 @@ beforeEach(() => {
 afterEach(async () => {
   await writer.close();
   await other.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** Resolves after the event-loop turn in which a kick is written. */

@@ -7,7 +7,7 @@
  * desired state and appends succeed again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rmSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
@@ -136,7 +136,6 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const rt of running) await rt.stop();
   client?.close();
-  rmSync(dataDir, { recursive: true, force: true });
 });
 
 describe('journal size limit', () => {

@@ -3,8 +3,6 @@
  * 3-member cluster, the client (and a whole runtime) over TLS with root
  * credentials, and the connections etcd must refuse.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +13,7 @@ import { startManagedEtcd, type ManagedEtcd } from '../src/managed-etcd.ts';
 import { createRuntime } from '../src/runtime.ts';
 import { readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { processGone } from './helpers/process.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const ROOT_PASSWORD = 'root-secret';
 let dir: string;
@@ -27,13 +26,12 @@ const client = (...args: Parameters<typeof createEtcdClient>): Etcd3 => {
 };
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'pw-secure-'));
+  dir = tempDir('pw-secure-');
   pki = await createPki(join(dir, 'pki'), { clients: ['root', 'nobody'] });
 });
 
-afterAll(async () => {
+afterAll(() => {
   for (const c of clients) c.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 describe('single member, TLS without --client-cert-auth', () => {

@@ -5,7 +5,6 @@
  * regresses a key, and a deposed leader's repairs are refused.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
 
 
 import type { Etcd3, IKeyValue } from 'etcd3';
@@ -27,7 +26,6 @@ afterEach(async () => {
 
 async function setup(name: string, options: RuntimeOptions = {}) {
   const dataDir = tempDir(`pw-${name}-`);
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   const prefix = uniquePrefix(name);
   const rt = createRuntime({ etcd: { endpoints: etcdEndpoints() }, dataDir, prefix, electionTtlMs: 2000, poolSize: 1, ...options });
   cleanups.push(() => rt.stop());

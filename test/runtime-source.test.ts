@@ -8,9 +8,8 @@
  * an etcd with authentication on, a role's election refused while the role
  * stays a follower, shown live.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Range, type Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -28,20 +27,15 @@ import { createRuntime, type Runtime } from '../src/runtime.ts';
 import type { Port } from '../src/types.ts';
 import { etcdEndpoints, newClient, readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
 import { segment } from './helpers/workload.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   while (cleanups.length) await Promise.resolve(cleanups.pop()!()).catch(() => undefined);
 });
 
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pw-rt-source-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 function options(prefix: string, more: RuntimeOptions = {}): RuntimeOptions {
-  return { etcd: { endpoints: etcdEndpoints() }, prefix, dataDir: tempDir(), electionTtlMs: 2000, poolSize: 1, resync: { enabled: false }, ...more };
+  return { etcd: { endpoints: etcdEndpoints() }, prefix, dataDir: tempDir('pw-rt-source-'), electionTtlMs: 2000, poolSize: 1, resync: { enabled: false }, ...more };
 }
 
 async function started(opts: RuntimeOptions): Promise<Runtime> {

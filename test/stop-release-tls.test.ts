@@ -4,8 +4,6 @@
  * over at once. Closing a watch stream must not disturb the calls in flight
  * on the same client (etcd3 would otherwise reset the member's channels).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { Etcd3 } from 'etcd3';
@@ -20,6 +18,8 @@ import { RESYNC_ROLE } from '../src/resync.ts';
 import { RETURN_WATCHER_ROLE } from '../src/return-watcher.ts';
 import { createRuntime } from '../src/runtime.ts';
 import { readPrefix, uniquePrefix, waitFor } from './helpers/etcd.ts';
+import { withTimeout } from './helpers/events.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const ROLES = [FORWARDER_ROLE, RESYNC_ROLE, RETURN_WATCHER_ROLE];
 const ROOT_PASSWORD = 'root-secret';
@@ -28,12 +28,8 @@ let dir: string;
 let pki: Pki;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'pw-stop-tls-'));
+  dir = tempDir('pw-stop-tls-');
   pki = await createPki(join(dir, 'pki'), { clients: ['root'] });
-});
-
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
 });
 
 /** A pino logger whose JSON lines are kept in `lines`. */
@@ -108,12 +104,21 @@ describe.each([
       // a connected client with a live watch stream
       await client.put(`${prefix}/w`).value('0');
       let watch: ReturnType<typeof watchRange> | undefined;
-      await new Promise<void>((resolve, reject) => {
-        watch = watchRange(client, { key: `${prefix}/w`, startRevision: 1 }, {
-          onChanges: () => resolve(),
-          onEnd: (reason) => reject(new Error(reason)),
-        });
-      });
+      try {
+        await withTimeout(
+          new Promise<void>((resolve, reject) => {
+            watch = watchRange(client, { key: `${prefix}/w`, startRevision: 1 }, {
+              onChanges: () => resolve(),
+              onEnd: (reason) => reject(new Error(reason)),
+            });
+          }),
+          10_000,
+          'the watch delivering the first change',
+        );
+      } catch (err) {
+        watch?.close();
+        throw err;
+      }
       const writes = Array.from({ length: 8 }, (_, i) => client.put(`${prefix}/k${i}`).value(String(i)).exec());
       watch!.close();
       await Promise.all(writes);
